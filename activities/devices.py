@@ -1,0 +1,82 @@
+"""HTTP to devices: the platform → device request of SPEC 4.1."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from models.operations import DeviceRequest, DeviceResponse, DeviceResponseBody
+
+
+class SendRequestInput(BaseModel):
+    operation_id: str
+    device_id: str
+    address: str | None
+    request: DeviceRequest
+    # How long the device may take to answer the HTTP request itself.
+    answer_timeout_s: float
+
+
+class Delivery(StrEnum):
+    ANSWERED = "ANSWERED"  # a synchronous final response (with resultCode)
+    ACCEPTED = "ACCEPTED"  # 2xx without a final response: the device answers asynchronously
+    UNREACHABLE = "UNREACHABLE"  # no address, refused, DNS failure, no answer in time
+    REJECTED = "REJECTED"  # the device refused the request (4xx)
+
+
+class SendRequestResult(BaseModel):
+    delivery: Delivery
+    response: DeviceResponseBody | None = None
+    detail: str | None = None
+
+
+class DeviceActivities:
+    """Activities that reach devices; one shared HTTP client per worker."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    @activity.defn(name="send_device_request")
+    async def send_request(self, input: SendRequestInput) -> SendRequestResult:
+        if not input.address:
+            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail="device has no address")
+        url = f"{input.address.rstrip('/')}/v80/devices/{input.device_id}/operation/request"
+        try:
+            answer = await self._http.post(
+                url,
+                content=input.request.model_dump_json(exclude_none=True),
+                headers={"Content-Type": "application/json"},
+                timeout=httpx.Timeout(
+                    input.answer_timeout_s, connect=min(5.0, input.answer_timeout_s)
+                ),
+            )
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            activity.logger.info("device %s unreachable: %r", input.device_id, exc)
+            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=type(exc).__name__)
+        if answer.status_code >= 500:
+            # A device-side failure may pass: let the activity retry policy try again.
+            raise ApplicationError(f"device answered HTTP {answer.status_code}", type="DeviceError")
+        if answer.status_code >= 400:
+            return SendRequestResult(
+                delivery=Delivery.REJECTED, detail=f"device answered HTTP {answer.status_code}"
+            )
+        return _read_answer(answer, input.operation_id)
+
+
+def _read_answer(answer: httpx.Response, operation_id: str) -> SendRequestResult:
+    if not answer.content.strip():
+        return SendRequestResult(delivery=Delivery.ACCEPTED)
+    try:
+        body = DeviceResponse.model_validate_json(answer.content).operation.response
+    except ValidationError as exc:
+        return SendRequestResult(
+            delivery=Delivery.REJECTED, detail=f"malformed answer: {exc.errors()[0]['msg']}"
+        )
+    if body.id != operation_id:
+        return SendRequestResult(delivery=Delivery.REJECTED, detail="answer for another operation")
+    delivery = Delivery.ACCEPTED if body.result_code is None else Delivery.ANSWERED
+    return SendRequestResult(delivery=delivery, response=body)

@@ -1,0 +1,88 @@
+"""The inventory as seen by jobs: a job's targets, counted once and then read page by page."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from inventory.store import Inventory
+from models.devices import Device
+from models.jobs import TargetSelection
+
+
+class CountTargetsInput(BaseModel):
+    selection: TargetSelection
+
+
+class TargetCount(BaseModel):
+    total: int
+    not_provisioned: list[str] = []
+    duplicated: list[str] = []
+
+
+class ReadTargetsInput(BaseModel):
+    selection: TargetSelection
+    # Listed targets: the index in the de-duplicated list to read from. Tags: the last device id
+    # already read (keyset paging in id order).
+    from_index: int = 0
+    after_id: str | None = None
+    limit: int
+
+
+class TargetPage(BaseModel):
+    devices: list[Device]
+    # Listed targets: each device's index in the de-duplicated list, and where the next page
+    # starts. The page is the last one when ``done``.
+    positions: list[int] = []
+    next_index: int = 0
+    done: bool
+
+
+def unique_listed(selection: TargetSelection) -> tuple[list[str], list[str]]:
+    """The listed ids in order without repeats, and the ids listed more than once."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    duplicated: list[str] = []
+    for device_id in selection.listed_ids():
+        if device_id in seen:
+            if device_id not in duplicated:
+                duplicated.append(device_id)
+            continue
+        seen.add(device_id)
+        unique.append(device_id)
+    return unique, duplicated
+
+
+class InventoryActivities:
+    def __init__(self, inventory: Inventory) -> None:
+        self._inventory = inventory
+
+    @activity.defn(name="count_targets")
+    async def count_targets(self, input: CountTargetsInput) -> TargetCount:
+        if input.selection.tags:
+            return TargetCount(total=await self._inventory.count_with_tags(input.selection.tags))
+        unique, duplicated = unique_listed(input.selection)
+        found: set[str] = set()
+        for i in range(0, len(unique), 1000):
+            found.update(d.id for d in await self._inventory.devices_with_ids(unique[i : i + 1000]))
+        missing = [d for d in unique if d not in found]
+        return TargetCount(total=len(found), not_provisioned=missing, duplicated=duplicated)
+
+    @activity.defn(name="read_targets")
+    async def read_targets(self, input: ReadTargetsInput) -> TargetPage:
+        if input.selection.tags:
+            devices = await self._inventory.devices_with_tags(
+                input.selection.tags, input.after_id, input.limit
+            )
+            return TargetPage(devices=devices, done=len(devices) < input.limit)
+        unique, _ = unique_listed(input.selection)
+        chunk = unique[input.from_index : input.from_index + input.limit]
+        by_id = {d.id: d for d in await self._inventory.devices_with_ids(chunk)}
+        found = [(i, by_id[d]) for i, d in enumerate(chunk, input.from_index) if d in by_id]
+        next_index = input.from_index + len(chunk)
+        return TargetPage(
+            devices=[device for _, device in found],
+            positions=[i for i, _ in found],
+            next_index=next_index,
+            done=next_index >= len(unique),
+        )

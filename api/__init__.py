@@ -1,0 +1,1 @@
+"""The REST facade: north (operators) and south (devices) of the SPEC, over Temporal."""

@@ -1,0 +1,74 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from temporalio.client import Client
+
+from api import errors
+from api.errors import ErrorCode, error_response
+from api.routers import api_keys, catalog, devices, health, jobs
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from inventory.store import Inventory
+from models.enums import Role
+
+log = logging.getLogger(__name__)
+
+
+async def bootstrap_admin(inventory: Inventory, settings: Settings) -> None:
+    """The first admin key: from configuration, or generated and printed once."""
+    if settings.bootstrap_admin_key:
+        await inventory.import_key("bootstrap-admin", Role.ADMIN, settings.bootstrap_admin_key)
+    elif not await inventory.has_admin():
+        key = await inventory.create_key("bootstrap-admin", Role.ADMIN)
+        log.warning("Generated the first admin API key (shown once): %s", key.api_key)
+
+
+def create_app(
+    settings: Settings | None = None,
+    temporal_client: Client | None = None,
+    inventory: Inventory | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_inventory = inventory is None
+        app.state.settings = settings
+        app.state.inventory = inventory or Inventory.from_url(settings.database_url)
+        await app.state.inventory.create_schema()
+        await bootstrap_admin(app.state.inventory, settings)
+        app.state.temporal = temporal_client or await connect(settings)
+        try:
+            yield
+        finally:
+            if own_inventory:
+                await app.state.inventory.close()
+
+    app = FastAPI(
+        title="Fleet operations engine",
+        summary="OpenGate-compatible operations API on Temporal",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return error_response(
+                413, ErrorCode.BODY_TOO_LARGE, f"Body larger than {settings.max_body_bytes} bytes"
+            )
+        return await call_next(request)
+
+    for module in (health, jobs, devices, api_keys, catalog):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,64 @@
+"""Dependencies: settings, the shared Temporal client and inventory, and the caller's API key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from temporalio.client import Client
+
+from api.errors import ApiError
+from core.settings import Settings
+from inventory.store import Inventory
+from models.devices import ApiKey
+from models.enums import Role
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _temporal(request: Request) -> Client:
+    return request.app.state.temporal  # type: ignore[no-any-return]
+
+
+def _inventory(request: Request) -> Inventory:
+    return request.app.state.inventory  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+TemporalDep = Annotated[Client, Depends(_temporal)]
+InventoryDep = Annotated[Inventory, Depends(_inventory)]
+
+
+async def _caller(
+    inventory: InventoryDep,
+    x_apikey: Annotated[str | None, Header(alias="X-ApiKey")] = None,
+) -> ApiKey:
+    if not x_apikey:
+        raise ApiError(401, "Missing X-ApiKey header")
+    key = await inventory.authenticate(x_apikey)
+    if key is None:
+        raise ApiError(401, "Unknown API key")
+    return key
+
+
+def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
+    """A dependency that lets through only keys of the given roles (403 for the others)."""
+
+    async def check(key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+        if key.role not in roles:
+            raise ApiError(403, f"The {key.role.value} role may not do this")
+        return key
+
+    return check
+
+
+NORTH_READ = (Role.ADMIN, Role.OPERATOR, Role.VIEWER)
+NORTH_WRITE = (Role.ADMIN, Role.OPERATOR)
+
+Reader = Annotated[ApiKey, Depends(require(*NORTH_READ))]
+Writer = Annotated[ApiKey, Depends(require(*NORTH_WRITE))]
+Admin = Annotated[ApiKey, Depends(require(Role.ADMIN))]
+DeviceKey = Annotated[ApiKey, Depends(require(Role.DEVICE))]

@@ -1,0 +1,27 @@
+"""Health probes: the only routes without an API key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from api.deps import InventoryDep, TemporalDep
+from api.errors import ApiError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "UP"}
+
+
+@router.get("/health/ready")
+async def ready(client: TemporalDep, inventory: InventoryDep) -> dict[str, str]:
+    try:
+        await client.service_client.check_health()
+        async with inventory.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise ApiError(503, f"Not ready: {exc}") from exc
+    return {"status": "UP"}

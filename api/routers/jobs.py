@@ -1,0 +1,175 @@
+"""Jobs (SPEC 3.1): create, read, list, and the operations of a job."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecution
+from temporalio.client import WorkflowExecutionStatus as Status
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import Reader, SettingsDep, TemporalDep, Writer
+from api.errors import ApiError, ErrorCode, validation_error
+from api.visibility import PageRequest, all_of, equals, list_page
+from core.catalog import BUILT_IN
+from core.settings import Settings
+from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
+from models.enums import JobStatus
+from models.jobs import Job, JobEnvelope, JobList, Page
+from models.messages import FanOutSettings, JobInput, JobState
+from models.operations import Operation, OperationList
+from workflows.job import JobWorkflow
+from workflows.operation import OPERATION_MEMO
+
+router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"])
+
+JOB_TYPE = "JobWorkflow"
+OPERATION_TYPE = "OperationWorkflow"
+
+
+def fan_out_settings(settings: Settings) -> FanOutSettings:
+    return FanOutSettings(
+        window=settings.job_window,
+        start_batch=settings.job_start_batch,
+        page_size=settings.target_page_size,
+    )
+
+
+@router.post("", status_code=201, response_model_exclude_none=True)
+async def create_job(
+    key: Writer,
+    client: TemporalDep,
+    settings: SettingsDep,
+    response: Response,
+    body: Annotated[Any, Body()] = None,
+) -> Job:
+    try:
+        envelope = JobEnvelope.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix="job.request") from exc
+    request = envelope.job.request
+    if request.name not in BUILT_IN:
+        raise ApiError(
+            400,
+            f"Unknown operation type {request.name}",
+            ErrorCode.UNKNOWN_OPERATION_TYPE,
+            [("name", request.name)],
+        )
+    if not request.active:
+        raise ApiError(
+            400, "Inactive (IDLE) jobs are not supported yet", context=[("active", "false")]
+        )
+    request.user = key.name
+    job_id = str(uuid.uuid4())
+    job_input = JobInput(
+        job_id=job_id,
+        request=request,
+        created_at=datetime.now(UTC),
+        fan_out=fan_out_settings(settings),
+    )
+    await client.start_workflow(
+        JobWorkflow.run,
+        job_input,
+        id=job_workflow_id(job_id),
+        task_queue=settings.task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(OPERATION_NAME, request.name),
+                SearchAttributePair(JOB_STATUS, JobStatus.IN_PROGRESS.value),
+                SearchAttributePair(JOB_USER, key.name),
+            ]
+        ),
+    )
+    response.headers["Location"] = f"/north/v80/operation/jobs/{job_id}"
+    return job_input.view(JobState())
+
+
+async def read_job(client: Client, job_id: str) -> Job:
+    handle = client.get_workflow_handle(job_workflow_id(job_id), result_type=Job)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)]) from exc
+        raise
+    if description.workflow_type != JOB_TYPE:
+        raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)])
+    if description.status == Status.COMPLETED:
+        return await handle.result()
+    return await _query_job(handle)
+
+
+async def _query_job(handle: Any) -> Job:
+    # A job started a moment ago may not have run its first workflow task: a query needs one.
+    for attempt in range(50):
+        try:
+            return await handle.query(JobWorkflow.job)  # type: ignore[no-any-return]
+        except RPCError as exc:
+            if attempt == 49 or exc.status not in (
+                RPCStatusCode.FAILED_PRECONDITION,
+                RPCStatusCode.DEADLINE_EXCEEDED,
+            ):
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
+def _job_id(job_id: str) -> str:
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError as exc:
+        raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)]) from exc
+
+
+@router.get("/{job_id}", response_model_exclude_none=True)
+async def get_job(job_id: str, _: Reader, client: TemporalDep) -> Job:
+    return await read_job(client, _job_id(job_id))
+
+
+@router.get("/{job_id}/operations", response_model_exclude_none=True)
+async def list_job_operations(
+    job_id: str,
+    _: Reader,
+    client: TemporalDep,
+    start: Annotated[int, Query(ge=1)] = 1,
+    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> OperationList:
+    job_id = _job_id(job_id)
+    await read_job(client, job_id)  # 404 for an unknown job
+    query = all_of(f"WorkflowType = '{OPERATION_TYPE}'", equals(JOB_ID.name, job_id))
+    executions, pages = await list_page(client, query, PageRequest(start, size))
+    operations = await asyncio.gather(*(operation_of(e) for e in executions))
+    return OperationList(operations=list(operations), page={"number": start, "of": pages})
+
+
+async def operation_of(execution: WorkflowExecution) -> Operation:
+    return await execution.memo_value(OPERATION_MEMO, type_hint=Operation)  # type: ignore[no-any-return]
+
+
+@router.get("", response_model_exclude_none=True)
+async def list_jobs(
+    _: Reader,
+    client: TemporalDep,
+    status: JobStatus | None = None,
+    name: str | None = None,
+    user: str | None = None,
+    task_id: Annotated[str | None, Query(alias="taskId")] = None,
+    start: Annotated[int, Query(ge=1)] = 1,
+    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    query = all_of(
+        f"WorkflowType = '{JOB_TYPE}'",
+        equals(JOB_STATUS.name, status.value if status else None),
+        equals(OPERATION_NAME.name, name),
+        equals(JOB_USER.name, user),
+        equals(TASK_ID.name, task_id),
+    )
+    executions, pages = await list_page(client, query, PageRequest(start, size))
+    jobs = await asyncio.gather(*(read_job(client, e.id) for e in executions))
+    return JobList(jobs=list(jobs), page=Page(number=start, of=pages))

@@ -1,0 +1,282 @@
+"""The inventory's operations, shared by the API (provisioning, auth) and the worker (targets)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, event, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from inventory import keys
+from inventory.schema import ApiKeyRow, Base, DeviceRow, TagRow
+from models.devices import ApiKey, Device, DeviceIn, DeviceUpdate, NewApiKey, ProvisionedDevice
+from models.enums import Role
+
+log = logging.getLogger(__name__)
+
+# Ids per IN (...) list: below SQLite's bound-parameter limit.
+_IN_CHUNK = 5000
+
+
+class DeviceExists(Exception):
+    pass
+
+
+class DeviceNotFound(Exception):
+    pass
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets the API and the worker read while the other writes; busy_timeout waits out a lock.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _device(row: DeviceRow) -> Device:
+    return Device(id=row.id, type=row.type, tags=[t.tag for t in row.tags], address=row.address)
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(id=row.id, name=row.name, role=Role(row.role), device_id=row.device_id)
+
+
+class Inventory:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.session = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, database_url: str) -> Inventory:
+        return cls(create_engine(database_url))
+
+    async def create_schema(self) -> None:
+        if self.engine.url.get_backend_name() == "sqlite" and self.engine.url.database:
+            from pathlib import Path
+
+            Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # --- devices ---
+
+    async def create_devices(
+        self, devices: Sequence[DeviceIn]
+    ) -> tuple[list[ProvisionedDevice], list[dict[str, str]]]:
+        """Provision devices, each with its own south key. Ids already taken are reported back."""
+        now = datetime.now(UTC)
+        created: list[ProvisionedDevice] = []
+        errors: list[dict[str, str]] = []
+        async with self.session() as session:
+            taken = await self._existing_ids(session, {d.id for d in devices})
+            seen: set[str] = set()
+            key_rows: list[ApiKeyRow] = []
+            for d in devices:
+                if d.id in taken or d.id in seen:
+                    errors.append({"id": d.id, "message": "device already exists"})
+                    continue
+                seen.add(d.id)
+                key_id, secret, secret_hash = keys.new_key()
+                session.add(
+                    DeviceRow(
+                        id=d.id,
+                        type=d.type,
+                        address=d.address,
+                        created_at=now,
+                        tags=[TagRow(tag=t) for t in d.tags],
+                    )
+                )
+                key_rows.append(
+                    ApiKeyRow(
+                        id=key_id,
+                        name=f"device:{d.id}",
+                        role=Role.DEVICE.value,
+                        secret_hash=secret_hash,
+                        device_id=d.id,
+                        created_at=now,
+                    )
+                )
+                created.append(ProvisionedDevice(**d.model_dump(), api_key=secret))
+            try:
+                # The keys point at their devices: the devices go in first.
+                await session.flush()
+                session.add_all(key_rows)
+                await session.commit()
+            except IntegrityError as exc:  # a concurrent request took one of the ids
+                raise DeviceExists(str(exc.orig)) from exc
+        return created, errors
+
+    @staticmethod
+    async def _existing_ids(session: AsyncSession, wanted: set[str]) -> set[str]:
+        found: set[str] = set()
+        ids = sorted(wanted)
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            query = select(DeviceRow.id).where(DeviceRow.id.in_(chunk))
+            found.update((await session.scalars(query)).all())
+        return found
+
+    async def get_device(self, device_id: str) -> Device | None:
+        async with self.session() as session:
+            row = await session.get(DeviceRow, device_id)
+            return _device(row) if row else None
+
+    async def update_device(self, device_id: str, update: DeviceUpdate) -> Device:
+        async with self.session() as session:
+            row = await session.get(DeviceRow, device_id)
+            if row is None:
+                raise DeviceNotFound(device_id)
+            fields = update.model_fields_set
+            if "type" in fields and update.type is not None:
+                row.type = update.type
+            if "address" in fields:
+                row.address = update.address
+            if "tags" in fields:
+                row.tags = [TagRow(tag=t) for t in update.tags or []]
+            await session.commit()
+            return _device(row)
+
+    async def delete_device(self, device_id: str) -> bool:
+        async with self.session() as session:
+            await session.execute(delete(ApiKeyRow).where(ApiKeyRow.device_id == device_id))
+            await session.execute(delete(TagRow).where(TagRow.device_id == device_id))
+            result = await session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
+            await session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list_devices(
+        self, tag: str | None, start: int, size: int
+    ) -> tuple[list[Device], int]:
+        """One page (1-based) of devices in id order, and the number of matching devices."""
+        async with self.session() as session:
+            query = select(DeviceRow)
+            count = select(func.count()).select_from(DeviceRow)
+            if tag:
+                query = query.join(TagRow).where(TagRow.tag == tag)
+                count = select(func.count()).select_from(TagRow).where(TagRow.tag == tag)
+            rows = await session.scalars(
+                query.order_by(DeviceRow.id).offset((start - 1) * size).limit(size)
+            )
+            return [_device(r) for r in rows], (await session.scalar(count)) or 0
+
+    async def devices_with_ids(self, ids: Iterable[str]) -> list[Device]:
+        async with self.session() as session:
+            rows = await session.scalars(select(DeviceRow).where(DeviceRow.id.in_(list(ids))))
+            return [_device(r) for r in rows]
+
+    async def devices_with_tags(
+        self, tags: Sequence[str], after: str | None, limit: int
+    ) -> list[Device]:
+        """The next ``limit`` devices carrying any of ``tags`` with an id above ``after``.
+
+        Keyset paging in device id order: a tag of any size is read page by page, and a page
+        costs the same wherever it is in the tag.
+        """
+        ids = select(TagRow.device_id).where(TagRow.tag.in_(list(tags))).distinct()
+        if after is not None:
+            ids = ids.where(TagRow.device_id > after)
+        ids = ids.order_by(TagRow.device_id).limit(limit)
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(DeviceRow).where(DeviceRow.id.in_(ids)).order_by(DeviceRow.id)
+            )
+            return [_device(r) for r in rows]
+
+    async def count_with_tags(self, tags: Sequence[str]) -> int:
+        query = select(func.count(func.distinct(TagRow.device_id))).where(
+            TagRow.tag.in_(list(tags))
+        )
+        async with self.session() as session:
+            return (await session.scalar(query)) or 0
+
+    # --- API keys ---
+
+    async def create_key(self, name: str, role: Role) -> NewApiKey:
+        key_id, secret, secret_hash = keys.new_key()
+        async with self.session() as session:
+            session.add(
+                ApiKeyRow(
+                    id=key_id,
+                    name=name,
+                    role=role.value,
+                    secret_hash=secret_hash,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            await session.commit()
+        return NewApiKey(id=key_id, name=name, role=role, api_key=secret)
+
+    async def import_key(self, name: str, role: Role, secret: str) -> None:
+        """Store a key whose secret comes from configuration (the bootstrap admin key)."""
+        key_id, secret_hash = keys.key_from_secret(secret)
+        if not key_id:
+            raise ValueError("a configured key has the form <id>.<secret>")
+        async with self.session() as session:
+            if await session.get(ApiKeyRow, key_id) is None:
+                session.add(
+                    ApiKeyRow(
+                        id=key_id,
+                        name=name,
+                        role=role.value,
+                        secret_hash=secret_hash,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+                await session.commit()
+
+    async def has_admin(self) -> bool:
+        async with self.session() as session:
+            found = await session.scalar(
+                select(ApiKeyRow.id).where(ApiKeyRow.role == Role.ADMIN.value).limit(1)
+            )
+            return found is not None
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(ApiKeyRow)
+                .where(ApiKeyRow.device_id.is_(None))
+                .order_by(ApiKeyRow.created_at)
+            )
+            return [_api_key(r) for r in rows]
+
+    async def delete_key(self, key_id: str) -> bool:
+        async with self.session() as session:
+            result = await session.execute(
+                delete(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.device_id.is_(None))
+            )
+            await session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def authenticate(self, presented: str) -> ApiKey | None:
+        key_id, presented_hash = keys.key_from_secret(presented)
+        row = None
+        if key_id:
+            async with self.session() as session:
+                row = await session.get(ApiKeyRow, key_id)
+        if not keys.matches(row.secret_hash if row else None, presented_hash):
+            return None
+        assert row is not None
+        return _api_key(row)

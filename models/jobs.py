@@ -1,0 +1,128 @@
+"""The job of SPEC 3.1: what an operator sends, and the job object the API answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.summary import JobSummary
+
+# A job that lists its devices carries them in its request (and so in the workflow input, which
+# Temporal caps at 2 MB). Larger fleets are targeted by tag, which is read page by page.
+MAX_LISTED_ENTITIES = 10_000
+
+
+class EntityWithParameters(StrictWireModel):
+    id: str = Field(min_length=1)
+    parameters: dict[str, Any] = {}
+
+
+class TargetSelection(StrictWireModel):
+    entities: list[str] | None = None
+    tags: list[str] | None = None
+    entities_with_parameters: list[EntityWithParameters] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TargetSelection:
+        kinds = [k for k in (self.entities, self.tags, self.entities_with_parameters) if k]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one non-empty list of entities, tags or entitiesWithParameters"
+            )
+        listed = len(self.entities or []) + len(self.entities_with_parameters or [])
+        if listed > MAX_LISTED_ENTITIES:
+            raise ValueError(
+                f"at most {MAX_LISTED_ENTITIES} listed entities; target larger fleets by tag"
+            )
+        return self
+
+    @field_validator("entities", "tags")
+    @classmethod
+    def _no_blank(cls, values: list[str] | None) -> list[str] | None:
+        if values and any(not v or not v.strip() for v in values):
+            raise ValueError("ids and tags must be non-empty strings")
+        return values
+
+    def listed_ids(self) -> list[str]:
+        if self.entities is not None:
+            return list(self.entities)
+        return [e.id for e in self.entities_with_parameters or []]
+
+    def parameters_of(self, device_id: str) -> dict[str, Any]:
+        for entry in self.entities_with_parameters or []:
+            if entry.id == device_id:
+                return entry.parameters
+        return {}
+
+
+class JobTarget(StrictWireModel):
+    append: TargetSelection
+
+
+class OperationParameters(StrictWireModel):
+    timeout: int = Field(default=60_000, gt=0, description="ms for a device to finish an operation")
+
+
+class JobRequest(StrictWireModel):
+    name: str = Field(min_length=1)
+    parameters: dict[str, Any] = {}
+    target: JobTarget | None = None
+    active: bool = True
+    user: str | None = None
+    user_notes: str | None = None
+    operation_parameters: OperationParameters = OperationParameters()
+
+    @model_validator(mode="after")
+    def _active_needs_target(self) -> JobRequest:
+        if self.active and self.target is None:
+            raise ValueError("an active job needs a target")
+        return self
+
+
+class JobEnvelope(StrictWireModel):
+    job: JobRequestEnvelope
+
+
+class JobRequestEnvelope(StrictWireModel):
+    request: JobRequest
+
+
+JobEnvelope.model_rebuild()
+
+
+class JobExecution(WireModel):
+    activated_date: UtcDatetime | None = None
+    started_date: UtcDatetime | None = None
+    finished_date: UtcDatetime | None = None
+
+
+class TargetReport(WireModel):
+    not_provisioned: list[str] = []
+    duplicated: list[str] = []
+
+
+class JobReport(WireModel):
+    execution: JobExecution = JobExecution()
+    target: TargetReport = TargetReport()
+    summary: JobSummary
+
+
+class Job(WireModel):
+    """The job object of SPEC 3.1."""
+
+    id: str
+    task_id: str | None = None
+    request: JobRequest
+    report: JobReport
+
+
+class Page(WireModel):
+    number: int
+    of: int | None = None
+
+
+class JobList(WireModel):
+    jobs: list[Job]
+    page: Page

@@ -1,0 +1,94 @@
+"""Inputs, results and signals of the two workflows (one model each, evolved by adding fields)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from models.devices import Device
+from models.enums import CancelReason, JobStatus, OperationStatus, ResultCode
+from models.jobs import Job, JobExecution, JobReport, JobRequest, TargetReport
+from models.summary import Bucket, JobSummary, OperationCounts
+
+
+class FanOutSettings(BaseModel):
+    """How a job fans out; fixed when the job is created so replays see the same values."""
+
+    window: int = 500
+    start_batch: int = 100
+    page_size: int = 500
+    # Our own guards, below Temporal's hard limits (51,200 events, 10,000 signals per run).
+    max_history_events: int = 8_000
+    max_signals_per_run: int = 5_000
+
+
+class TargetCursor(BaseModel):
+    counted: bool = False
+    next_index: int = 0
+    after_id: str | None = None
+    exhausted: bool = False
+
+
+class JobState(BaseModel):
+    """Everything a job carries from one run to the next when it continues-as-new."""
+
+    status: JobStatus = JobStatus.IN_PROGRESS
+    execution: JobExecution = JobExecution()
+    target_report: TargetReport = TargetReport()
+    counts: OperationCounts = OperationCounts()
+    cursor: TargetCursor = TargetCursor()
+    # Operations started and not yet closed, with the bucket each is counted in.
+    in_flight: dict[str, Bucket] = {}
+    runs: int = 1
+
+
+class JobInput(BaseModel):
+    job_id: str
+    request: JobRequest
+    task_id: str | None = None
+    created_at: datetime
+    fan_out: FanOutSettings = FanOutSettings()
+    state: JobState | None = None
+
+    def view(self, state: JobState) -> Job:
+        return Job(
+            id=self.job_id,
+            task_id=self.task_id,
+            request=self.request,
+            report=JobReport(
+                execution=state.execution,
+                target=state.target_report,
+                summary=JobSummary.build(state.status, state.counts),
+            ),
+        )
+
+
+class OperationInput(BaseModel):
+    operation_id: str
+    job_id: str
+    job_workflow_id: str
+    device: Device
+    name: str
+    parameters: dict[str, Any] = {}
+    notify: bool = False
+    user: str | None = None
+    timeout_ms: int
+    activated_at: datetime
+
+
+class OperationProgress(BaseModel):
+    """Signal to the job: an open operation moved to another in-progress status."""
+
+    operation_id: str
+    status: OperationStatus
+
+
+class OperationClosed(BaseModel):
+    """Signal to the job: an operation reached its final status."""
+
+    operation_id: str
+    status: OperationStatus
+    result: ResultCode | None = None
+    cancel_reason: CancelReason | None = None

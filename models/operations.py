@@ -1,0 +1,97 @@
+"""The per-device operation of SPEC 3.2, and the device protocol of SPEC 4."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.enums import OperationStatus, ResultCode, StepResult
+
+
+class Attempts(WireModel):
+    current: int = 0
+    total: int = 1
+
+
+class OperationExecution(WireModel):
+    activated_date: UtcDatetime | None = None
+    started_date: UtcDatetime | None = None
+    finished_date: UtcDatetime | None = None
+
+
+class OperationStep(WireModel):
+    name: str
+    result: StepResult | None = None
+    description: str | None = None
+    timestamp: UtcDatetime | None = None
+
+
+class Operation(WireModel):
+    """The operation object of SPEC 3.2, as the API lists it."""
+
+    operation_id: str
+    job_id: str
+    entity_id: str
+    entity_type: str | None = None
+    name: str
+    parameters: dict[str, Any] = {}
+    notify: bool = False
+    user: str | None = None
+    attempts: Attempts = Attempts()
+    execution: OperationExecution = OperationExecution()
+    status: OperationStatus
+    result: ResultCode | None = None
+    description: str | None = None
+    steps: list[OperationStep] = []
+
+
+class OperationList(WireModel):
+    operations: list[Operation]
+    page: dict[str, int]
+
+
+# --- South: what the platform sends a device (4.1) and what a device answers (4.2) ---
+
+
+class DeviceRequestBody(WireModel):
+    id: str
+    device_id: str
+    name: str
+    parameters: dict[str, Any] = {}
+    timestamp: int = Field(description="epoch milliseconds")
+
+
+class DeviceRequestOperation(WireModel):
+    request: DeviceRequestBody
+
+
+class DeviceRequest(WireModel):
+    operation: DeviceRequestOperation
+
+
+class DeviceStep(StrictWireModel):
+    name: str = Field(min_length=1)
+    timestamp: int | None = None
+    result: StepResult
+    description: str | None = None
+
+
+class DeviceResponseBody(StrictWireModel):
+    id: str = Field(min_length=1)
+    device_id: str = Field(min_length=1)
+    name: str | None = None
+    timestamp: int | None = None
+    result_code: ResultCode | None = None
+    result_description: str | None = None
+    steps: list[DeviceStep] = []
+
+
+class DeviceResponseOperation(StrictWireModel):
+    response: DeviceResponseBody
+
+
+class DeviceResponse(StrictWireModel):
+    version: str = "1.0"
+    operation: DeviceResponseOperation

@@ -1,0 +1,72 @@
+"""The worker: builds the Temporal client, the activity objects and the worker; nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.devices import DeviceActivities
+from activities.inventory import InventoryActivities
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from inventory.store import Inventory
+from workflows.job import JobWorkflow
+from workflows.operation import OperationWorkflow
+
+log = logging.getLogger("worker")
+
+WORKFLOWS = [JobWorkflow, OperationWorkflow]
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, client: Client | None = None, task_queue: str | None = None
+) -> AsyncIterator[Worker]:
+    """A started worker with its HTTP client and inventory; all closed cleanly on exit."""
+    client = client or await connect(settings)
+    inventory = Inventory.from_url(settings.database_url)
+    await inventory.create_schema()
+    limits = httpx.Limits(
+        max_connections=settings.device_max_connections,
+        max_keepalive_connections=settings.device_max_connections,
+    )
+    async with httpx.AsyncClient(limits=limits) as http:
+        devices = DeviceActivities(http)
+        targets = InventoryActivities(inventory)
+        worker = Worker(
+            client,
+            task_queue=task_queue or settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=[devices.send_request, targets.count_targets, targets.read_targets],
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        )
+        try:
+            async with worker:
+                yield worker
+        finally:
+            await inventory.close()
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_worker(settings):
+        log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+        await stop.wait()
+        log.info("worker shutting down")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

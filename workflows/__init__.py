@@ -1,0 +1,1 @@
+"""The job workflow and the per-device operation workflow."""
