@@ -16,15 +16,15 @@ from models.enums import Role
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def _temporal(request: Request) -> Client:
-    return request.app.state.temporal  # type: ignore[no-any-return]
+    return request.app.state.temporal
 
 
 def _inventory(request: Request) -> Inventory:
-    return request.app.state.inventory  # type: ignore[no-any-return]
+    return request.app.state.inventory
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -3,7 +3,7 @@ error the API answers with, including FastAPI's own validation and routing error
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -48,7 +48,7 @@ class ApiError(Exception):
         message: str,
         code: int | None = None,
         context: Sequence[tuple[str, Any]] = (),
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -66,12 +66,12 @@ def error_response(
     code: int,
     message: str,
     context: Sequence[tuple[str, Any]] = (),
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     error: dict[str, Any] = {"code": int(code), "message": message}
     if context:
         error["context"] = [{"name": name, "value": str(value)} for name, value in context]
-    return JSONResponse({"errors": [error]}, status_code=status, headers=headers)
+    return JSONResponse({"errors": [error]}, status_code=status, headers=dict(headers or {}))
 
 
 def validation_error(exc: ValidationError | RequestValidationError, prefix: str = "") -> ApiError:

@@ -1,4 +1,4 @@
-"""Run a simulated fleet: ``python -m simulator --devices 1000 [--provision --api URL --api-key K]``."""
+"""Run a simulated fleet: ``python -m simulator --devices 1000 [--provision --api-key K]``."""
 
 from __future__ import annotations
 

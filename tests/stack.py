@@ -112,14 +112,16 @@ class Stack:
         return created
 
     async def create_job(self, request: dict[str, Any]) -> dict[str, Any]:
-        answer = await self.api.post("/north/v80/operation/jobs", json={"job": {"request": request}})
+        answer = await self.api.post(
+            "/north/v80/operation/jobs", json={"job": {"request": request}}
+        )
         assert answer.status_code == 201, answer.text
-        return answer.json()  # type: ignore[no-any-return]
+        return answer.json()
 
     async def job(self, job_id: str) -> dict[str, Any]:
         answer = await self.api.get(f"/north/v80/operation/jobs/{job_id}")
         assert answer.status_code == 200, answer.text
-        return answer.json()  # type: ignore[no-any-return]
+        return answer.json()
 
     async def wait_finished(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
         async def finished() -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from tests.stack import Stack
 
 JOBS = "/north/v80/operation/jobs"
-REBOOT = {"job": {"request": {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": ["x"]}}}}}
+REBOOT = {
+    "job": {"request": {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": ["x"]}}}}
+}
 
 
-def error_of(answer) -> dict:  # type: ignore[no-untyped-def]
+def error_of(answer) -> dict:
     body = answer.json()
     assert set(body) == {"errors"} and len(body["errors"]) == 1, body
     error = body["errors"][0]
@@ -21,7 +23,7 @@ async def new_key(stack: Stack, role: str) -> str:
     assert answer.status_code == 201, answer.text
     body = answer.json()
     assert body["role"] == role and body["apiKey"]
-    return body["apiKey"]  # type: ignore[no-any-return]
+    return body["apiKey"]
 
 
 async def test_missing_and_unknown_keys_are_401(stack: Stack) -> None:
@@ -53,8 +55,15 @@ async def test_operator_creates_jobs_and_the_job_records_the_user(stack: Stack) 
     async with stack.as_key(operator) as client:
         answer = await client.post(
             JOBS,
-            json={"job": {"request": {"name": "REBOOT_EQUIPMENT", "user": "someone-else",
-                                      "target": {"append": {"entities": ["dev-00001"]}}}}},
+            json={
+                "job": {
+                    "request": {
+                        "name": "REBOOT_EQUIPMENT",
+                        "user": "someone-else",
+                        "target": {"append": {"entities": ["dev-00001"]}},
+                    }
+                }
+            },
         )
     assert answer.status_code == 201, answer.text
     assert answer.headers["Location"] == f"{JOBS}/{answer.json()['id']}"
@@ -85,7 +94,10 @@ async def test_revoked_key_is_refused_at_once(stack: Stack) -> None:
 
 async def test_bad_job_requests_are_400_with_the_field(stack: Stack) -> None:
     unknown = await stack.api.post(
-        JOBS, json={"job": {"request": {"name": "MAKE_COFFEE", "target": {"append": {"entities": ["a"]}}}}}
+        JOBS,
+        json={
+            "job": {"request": {"name": "MAKE_COFFEE", "target": {"append": {"entities": ["a"]}}}}
+        },
     )
     assert unknown.status_code == 400
     error = error_of(unknown)
@@ -96,7 +108,12 @@ async def test_bad_job_requests_are_400_with_the_field(stack: Stack) -> None:
     error_of(no_target)
 
     wrong_type = await stack.api.post(
-        JOBS, json={"job": {"request": {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": "a"}}}}}
+        JOBS,
+        json={
+            "job": {
+                "request": {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": "a"}}}
+            }
+        },
     )
     assert wrong_type.status_code == 400
     assert error_of(wrong_type)["context"][0]["name"] == "job.request.target.append.entities"
@@ -108,8 +125,16 @@ async def test_bad_job_requests_are_400_with_the_field(stack: Stack) -> None:
     error_of(malformed)
 
     extra = await stack.api.post(
-        JOBS, json={"job": {"request": {"name": "REBOOT_EQUIPMENT", "colour": "red",
-                                        "target": {"append": {"entities": ["a"]}}}}}
+        JOBS,
+        json={
+            "job": {
+                "request": {
+                    "name": "REBOOT_EQUIPMENT",
+                    "colour": "red",
+                    "target": {"append": {"entities": ["a"]}},
+                }
+            }
+        },
     )
     assert extra.status_code == 400
     assert error_of(extra)["message"].startswith("Forbidden field")

@@ -9,7 +9,9 @@ async def test_job_on_three_listed_devices(stack: Stack) -> None:
     devices = await stack.provision(3)
     ids = [d["id"] for d in devices]
 
-    created = await stack.create_job({"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": ids}}})
+    created = await stack.create_job(
+        {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": ids}}}
+    )
     job = await stack.wait_finished(created["id"])
 
     summary = job["report"]["summary"]
@@ -30,7 +32,9 @@ async def test_job_on_three_listed_devices(stack: Stack) -> None:
         assert op["result"] == "SUCCESSFUL"
         assert op["execution"]["startedDate"] and op["execution"]["finishedDate"]
     received = (await stack.sim.get("/sim/deliveries")).json()["deliveries"]
-    assert sorted(d["operation_id"] for d in received) == sorted(o["operationId"] for o in operations)
+    assert sorted(d["operation_id"] for d in received) == sorted(
+        o["operationId"] for o in operations
+    )
 
 
 async def test_job_on_a_tag_counts_successes_and_errors(stack: Stack) -> None:
@@ -63,7 +67,9 @@ async def test_job_on_a_tag_counts_successes_and_errors(stack: Stack) -> None:
     results = {o["entityId"]: o["result"] for o in await eventually(all_closed)}
     assert sorted(d for d, r in results.items() if r == "ERROR_PROCESSING") == failing
     assert sum(r == "SUCCESSFUL" for r in results.values()) == 40
-    reached = {d["device_id"] for d in (await stack.sim.get("/sim/deliveries")).json()["deliveries"]}
+    reached = {
+        d["device_id"] for d in (await stack.sim.get("/sim/deliveries")).json()["deliveries"]
+    }
     assert not any(d.startswith("bystander-") for d in reached)
 
 

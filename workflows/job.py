@@ -237,9 +237,7 @@ class JobWorkflow:
 
     async def _continue_as_new(self) -> None:
         # Every start must be acknowledged before this run ends, and every signal handled.
-        await workflow.wait_condition(
-            lambda: not self._starts and workflow.all_handlers_finished()
-        )
+        await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
         self._state.runs += 1
         workflow.continue_as_new(self._input.model_copy(update={"state": self._state}))
 

@@ -9,7 +9,7 @@ continued-as-new since it started this child.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -151,7 +151,5 @@ class OperationWorkflow:
         )
 
 
-def _from_millis(ms: int):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _from_millis(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)

@@ -52,7 +52,7 @@ async def create_job(
     try:
         envelope = JobEnvelope.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc, prefix="job.request") from exc
+        raise validation_error(exc) from exc
     request = envelope.job.request
     if request.name not in BUILT_IN:
         raise ApiError(
@@ -109,7 +109,7 @@ async def _query_job(handle: Any) -> Job:
     # A job started a moment ago may not have run its first workflow task: a query needs one.
     for attempt in range(50):
         try:
-            return await handle.query(JobWorkflow.job)  # type: ignore[no-any-return]
+            return await handle.query(JobWorkflow.job)
         except RPCError as exc:
             if attempt == 49 or exc.status not in (
                 RPCStatusCode.FAILED_PRECONDITION,
@@ -149,7 +149,7 @@ async def list_job_operations(
 
 
 async def operation_of(execution: WorkflowExecution) -> Operation:
-    return await execution.memo_value(OPERATION_MEMO, type_hint=Operation)  # type: ignore[no-any-return]
+    return await execution.memo_value(OPERATION_MEMO, type_hint=Operation)
 
 
 @router.get("", response_model_exclude_none=True)
