@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Devices read from the inventory per activity call while a job resolves its targets.
     target_page_size: int = Field(default=500, ge=1, le=5000)
 
+    # How long an operation cancelled by timeout still records a late answer (SPEC 3.2).
+    late_answer_grace_ms: int = Field(default=300_000, ge=0)
+
     # HTTP to devices, shared by every activity of one worker.
     device_max_connections: int = 200
     device_connect_timeout_s: float = 5.0

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.enums import ResultCode
 from models.summary import JobSummary
 
 # A job that lists its devices carries them in its request (and so in the workflow input, which
@@ -62,7 +63,28 @@ class JobTarget(StrictWireModel):
 
 
 class OperationParameters(StrictWireModel):
-    timeout: int = Field(default=60_000, gt=0, description="ms for a device to finish an operation")
+    timeout: int = Field(
+        default=60_000, gt=0, description="ms for a device to finish an operation once sent"
+    )
+    ack_timeout: int | None = Field(
+        default=None, gt=0, description="ms for a device to acknowledge (answer) the request"
+    )
+    retries: int = Field(default=0, ge=0, le=100)
+    retries_delay: int = Field(default=0, ge=0, description="ms between two attempts")
+    retry_result_list: list[ResultCode] = []
+    connection_timeout: int = Field(
+        default=24 * 3600 * 1000,
+        gt=0,
+        description="(beyond OpenGate) ms an operation waits for an unreachable device",
+    )
+
+    def should_retry(self, attempt: int, result: ResultCode | None, timed_out: bool) -> bool:
+        """Whether attempt number ``attempt`` (1-based), ended so, is sent again (SPEC 3.1)."""
+        if attempt > self.retries:
+            return False
+        if self.retry_result_list:
+            return result in self.retry_result_list
+        return timed_out or result != ResultCode.SUCCESSFUL
 
 
 class JobRequest(StrictWireModel):

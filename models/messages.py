@@ -9,7 +9,14 @@ from pydantic import BaseModel
 
 from models.devices import Device
 from models.enums import CancelReason, JobStatus, OperationStatus, ResultCode
-from models.jobs import Job, JobExecution, JobReport, JobRequest, TargetReport
+from models.jobs import (
+    Job,
+    JobExecution,
+    JobReport,
+    JobRequest,
+    OperationParameters,
+    TargetReport,
+)
 from models.summary import Bucket, JobSummary, OperationCounts
 
 
@@ -41,6 +48,9 @@ class JobState(BaseModel):
     cursor: TargetCursor = TargetCursor()
     # Operations started and not yet closed, with the bucket each is counted in.
     in_flight: dict[str, Bucket] = {}
+    # Operations cancelled by timeout whose late answer may still come, and until when.
+    late_pending: int = 0
+    late_until: datetime | None = None
     runs: int = 1
 
 
@@ -50,6 +60,7 @@ class JobInput(BaseModel):
     task_id: str | None = None
     created_at: datetime
     fan_out: FanOutSettings = FanOutSettings()
+    late_answer_grace_ms: int = 300_000
     state: JobState | None = None
 
     def view(self, state: JobState) -> Job:
@@ -74,8 +85,10 @@ class OperationInput(BaseModel):
     parameters: dict[str, Any] = {}
     notify: bool = False
     user: str | None = None
-    timeout_ms: int
+    operation_parameters: OperationParameters
     activated_at: datetime
+    # How long a timed-out operation still takes a late answer (recorded as out of time).
+    late_answer_grace_ms: int = 300_000
 
 
 class OperationProgress(BaseModel):
@@ -83,6 +96,13 @@ class OperationProgress(BaseModel):
 
     operation_id: str
     status: OperationStatus
+
+
+class OperationLate(BaseModel):
+    """Signal to the job: a timed-out operation got its final answer late."""
+
+    operation_id: str
+    result: ResultCode
 
 
 class OperationClosed(BaseModel):

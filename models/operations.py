@@ -45,6 +45,8 @@ class Operation(WireModel):
     result: ResultCode | None = None
     description: str | None = None
     steps: list[OperationStep] = []
+    # Set when the device's final answer came after the operation was cancelled by timeout.
+    out_of_time: bool | None = None
 
 
 class OperationList(WireModel):

@@ -19,14 +19,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     parser.add_argument("--devices", type=int, default=200, help="how many devices to simulate")
     parser.add_argument("--prefix", default="sim-", help="device id prefix")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="where the simulator listens")
     parser.add_argument("--port", type=int, default=1123)
+    parser.add_argument(
+        "--advertise-address",
+        default="",
+        help="the address the platform reaches the devices at (default http://HOST:PORT)",
+    )
     parser.add_argument("--tag", action="append", default=[], help="tag every device (repeatable)")
+    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SYNC.value)
     parser.add_argument("--slow-ms", type=int, default=0, help="answer after this many ms")
     parser.add_argument(
         "--error-every", type=int, default=0, help="every Nth device answers an error"
     )
     parser.add_argument("--error-code", default="ERROR_PROCESSING")
+    parser.add_argument("--sleepy-every", type=int, default=0, help="every Nth device is sleepy")
+    parser.add_argument("--poll-ms", type=int, default=2000, help="sleepy devices poll this often")
     parser.add_argument("--provision", action="store_true", help="provision the devices first")
     parser.add_argument("--api", default="http://127.0.0.1:8080", help="the platform API")
     parser.add_argument("--api-key", default="", help="an operator or admin key for --provision")
@@ -35,33 +43,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_fleet(args: argparse.Namespace) -> Fleet:
     fleet = Fleet.numbered(args.devices, args.prefix)
-    mode = Mode.SLOW if args.slow_ms else Mode.SYNC
-    fleet.default = Behaviour(mode=mode, delay_ms=args.slow_ms)
-    if args.error_every:
-        for i in range(args.error_every, args.devices + 1, args.error_every):
-            fleet.behaviours[device_name(args.prefix, i)] = Behaviour(
-                mode=mode, delay_ms=args.slow_ms, result_code=args.error_code
-            )
+    fleet.platform_url = args.api
+    fleet.default = Behaviour(mode=Mode(args.mode), delay_ms=args.slow_ms)
+    for every, change in (
+        (args.error_every, {"result_code": args.error_code}),
+        (args.sleepy_every, {"mode": Mode.SLEEPY, "poll_interval_ms": args.poll_ms}),
+    ):
+        for i in range(every, args.devices + 1, every) if every else ():
+            name = device_name(args.prefix, i)
+            fleet.behaviours[name] = fleet.behaviour(name).model_copy(update=change)
     return fleet
 
 
-async def provision(
-    api: str, api_key: str, fleet: Fleet, address: str, tags: list[str], chunk: int = 5000
-) -> int:
-    """Provision the fleet's devices through the platform's bulk endpoint; returns how many were
-    new (devices already provisioned are left as they are)."""
-    created = 0
+async def provision(fleet: Fleet, api_key: str, address: str, tags: list[str]) -> int:
+    """Provision the fleet's devices through the platform's bulk endpoint and keep their south
+    keys. A device provisioned before is provisioned again, since its key was shown only once."""
     ids = sorted(fleet.device_ids)
-    async with httpx.AsyncClient(base_url=api, headers={"X-ApiKey": api_key}, timeout=120) as http:
-        for i in range(0, len(ids), chunk):
+    async with httpx.AsyncClient(
+        base_url=fleet.platform_url, headers={"X-ApiKey": api_key}, timeout=120
+    ) as http:
+        for i in range(0, len(ids), 5000):
             body = [
-                {"id": d, "type": "GATEWAY", "tags": tags, "address": address}
-                for d in ids[i : i + chunk]
+                {
+                    "id": d,
+                    "type": "GATEWAY",
+                    "tags": tags,
+                    "address": None if fleet.behaviour(d).mode is Mode.SLEEPY else address,
+                }
+                for d in ids[i : i + 5000]
             ]
             answer = await http.post("/north/v80/provision/devices/bulk", json=body)
             answer.raise_for_status()
-            created += len(answer.json()["created"])
-    return created
+            result = answer.json()
+            fleet.keys.update({d["id"]: d["apiKey"] for d in result["created"]})
+            for error in result["errors"]:
+                (
+                    await http.delete(f"/north/v80/provision/devices/{error['id']}")
+                ).raise_for_status()
+            again = [d for d in body if d["id"] not in fleet.keys]
+            if again:
+                answer = await http.post("/north/v80/provision/devices/bulk", json=again)
+                answer.raise_for_status()
+                fleet.keys.update({d["id"]: d["apiKey"] for d in answer.json()["created"]})
+    return len(fleet.keys)
 
 
 async def main(argv: list[str] | None = None) -> None:
@@ -78,12 +102,16 @@ async def main(argv: list[str] | None = None) -> None:
             await serving  # raises why the server could not start
             return
         await asyncio.sleep(0.05)
-    address = f"http://{args.host}:{args.port}"
+    address = args.advertise_address or f"http://{args.host}:{args.port}"
     log.info("simulating %d devices at %s", args.devices, address)
-    if args.provision:
-        created = await provision(args.api, args.api_key, fleet, address, args.tag)
-        log.info("provisioned %d new devices (tags %s)", created, args.tag)
-    await serving
+    try:
+        if args.provision:
+            count = await provision(fleet, args.api_key, address, args.tag)
+            log.info("provisioned %d devices (tags %s)", count, args.tag)
+            fleet.start_pollers()
+        await serving
+    finally:
+        await fleet.aclose()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The simulator's HTTP server: the devices' own endpoint, and a control API for tests and tools.
 
 Device endpoint (SPEC 4.1): ``POST /v80/devices/{deviceId}/operation/request``.
-Control API: ``GET /sim/stats``, ``GET /sim/deliveries[?deviceId=]``, ``PUT /sim/devices/{id}``
-(a ``Behaviour``), ``PUT /sim/default`` and ``POST /sim/reset``.
+Control API (for tests and tools, not part of the SPEC): ``GET /sim/stats``,
+``GET /sim/deliveries[?deviceId=]``, ``PUT /sim/devices/{id}`` (a ``Behaviour``),
+``PUT /sim/default`` and ``POST /sim/reset``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulator.fleet import Behaviour, Fleet
 
 
 def create_app(fleet: Fleet) -> Starlette:
-    async def operation_request(request: Request) -> JSONResponse:
+    async def operation_request(request: Request) -> Response:
         device_id = request.path_params["device_id"]
         if device_id not in fleet.device_ids:
             return JSONResponse({"error": f"no device {device_id} here"}, status_code=404)
@@ -30,7 +31,12 @@ def create_app(fleet: Fleet) -> Starlette:
             operation = body["operation"]["request"]
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "malformed request"}, status_code=400)
-        return JSONResponse(await fleet.answer(device_id, operation))
+        if fleet.take_push_failure(device_id):
+            return JSONResponse({"error": "simulated failure"}, status_code=503)
+        answer = await fleet.receive(device_id, operation)
+        if answer is None:  # acknowledged: the answer comes later through the south API
+            return Response(status_code=200)
+        return JSONResponse(answer)
 
     async def stats(_: Request) -> JSONResponse:
         return JSONResponse(fleet.stats())

@@ -99,16 +99,23 @@ class Stack:
         return httpx.AsyncClient(base_url=self.api_url, headers={"X-ApiKey": key}, timeout=60)
 
     async def provision(
-        self, count: int, tags: list[str] | None = None, prefix: str = "dev-"
+        self,
+        count: int,
+        tags: list[str] | None = None,
+        prefix: str = "dev-",
+        reachable: bool = True,
     ) -> list[dict[str, Any]]:
-        """Add ``count`` devices to the simulator and provision them through the API."""
+        """Add ``count`` devices to the simulator and provision them through the API (without an
+        address when not ``reachable``: such devices only poll)."""
         ids = [f"{prefix}{i:05d}" for i in range(1, count + 1)]
         self.fleet.device_ids.update(ids)
-        body = [{"id": i, "tags": tags or [], "address": self.sim_url} for i in ids]
+        address = self.sim_url if reachable else None
+        body = [{"id": i, "tags": tags or [], "address": address} for i in ids]
         answer = await self.api.post("/north/v80/provision/devices/bulk", json=body)
         assert answer.status_code == 201, answer.text
         created: list[dict[str, Any]] = answer.json()["created"]
         assert len(created) == count
+        self.fleet.keys.update({d["id"]: d["apiKey"] for d in created})
         return created
 
     async def create_job(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +165,7 @@ async def running_stack(
         task_queue=f"tq-{uuid.uuid4()}",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}",
         bootstrap_admin_key=admin_key,
-        **overrides,
+        **{"late_answer_grace_ms": 20_000, **overrides},
     )
     fleet = Fleet()
     async with (
@@ -167,5 +174,7 @@ async def running_stack(
         serve(create_app(settings, temporal_client=env.client)) as api_url,
         httpx.AsyncClient(base_url=api_url, headers={"X-ApiKey": admin_key}, timeout=60) as api,
         httpx.AsyncClient(base_url=sim_url, timeout=30) as sim,
+        contextlib.aclosing(fleet),  # closed first: its answers in flight need the API
     ):
+        fleet.platform_url = api_url
         yield Stack(settings, env.client, api_url, admin_key, api, fleet, sim_url, sim)

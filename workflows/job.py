@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         JobState,
         OperationClosed,
         OperationInput,
+        OperationLate,
         OperationProgress,
     )
     from models.summary import Bucket, closed_bucket
@@ -87,6 +88,18 @@ class JobWorkflow:
         if bucket is None:  # a repeated report: counted once
             return
         self._state.counts.move(bucket, closed_bucket(closed.result, closed.cancel_reason))
+        if closed.cancel_reason == CancelReason.BY_TIMEOUT:
+            # The operation takes a late answer for a while: the job waits for it to be counted.
+            state = self._state
+            state.late_pending += 1
+            until = workflow.now() + timedelta(milliseconds=self._input.late_answer_grace_ms)
+            state.late_until = max(state.late_until or until, until)
+
+    @workflow.signal
+    def operation_late(self, late: OperationLate) -> None:
+        self._signals_this_run += 1
+        self._state.counts.add_out_of_time(late.result)
+        self._state.late_pending = max(0, self._state.late_pending - 1)
 
     # --- the run ---
 
@@ -108,7 +121,12 @@ class JobWorkflow:
                 await self._continue_as_new()
             if self._can_start():
                 await self._start_batch()
-        return await self._finish(JobStatus.FINISHED)
+        self._set_status(JobStatus.FINISHED)
+        if state.execution.finished_date is None:
+            state.execution.finished_date = workflow.now()
+        await self._wait_for_late_answers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.job()
 
     async def _count_targets(self) -> None:
         count = await workflow.execute_activity_method(
@@ -202,8 +220,9 @@ class JobWorkflow:
             name=request.name,
             parameters={**request.parameters, **self._selection.parameters_of(device.id)},
             user=request.user,
-            timeout_ms=request.operation_parameters.timeout,
+            operation_parameters=request.operation_parameters,
             activated_at=workflow.now(),
+            late_answer_grace_ms=self._input.late_answer_grace_ms,
         )
         try:
             await workflow.start_child_workflow(
@@ -241,9 +260,23 @@ class JobWorkflow:
         self._state.runs += 1
         workflow.continue_as_new(self._input.model_copy(update={"state": self._state}))
 
-    async def _finish(self, status: JobStatus) -> Job:
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        self._state.status = status
-        self._state.execution.finished_date = workflow.now()
-        workflow.upsert_search_attributes([JOB_STATUS.value_set(status.value)])
-        return self.job()
+    def _set_status(self, status: JobStatus) -> None:
+        if self._state.status != status:
+            self._state.status = status
+            workflow.upsert_search_attributes([JOB_STATUS.value_set(status.value)])
+
+    async def _wait_for_late_answers(self) -> None:
+        """The job is FINISHED; operations cancelled by timeout may still answer late (SPEC 3.2:
+        counted in ``finishedOutOfTime``), so the run stays open until each has answered or its
+        grace has run out."""
+        state = self._state
+        while state.late_pending and state.late_until and state.late_until > workflow.now():
+            try:
+                await workflow.wait_condition(
+                    lambda: not state.late_pending or self._should_continue_as_new(),
+                    timeout=state.late_until - workflow.now(),
+                )
+            except TimeoutError:
+                return
+            if state.late_pending and self._should_continue_as_new():
+                await self._continue_as_new()

@@ -1,14 +1,24 @@
-"""One operation: a job's execution on one device (SPEC 3.2, 4.1).
+"""One operation: a job's execution on one device (SPEC 3.2, 4.1-4.3).
 
-The workflow sends the request to the device through an activity and closes on a synchronous
-final answer. Its search attributes (job, device, status, result) and its memo (the operation
-object) are kept current, so the API lists a job's operations from Temporal visibility without
-asking each workflow. It reports its outcome to the job by signal, since the job may have
-continued-as-new since it started this child.
+An attempt pushes the request to the device through an activity:
+- a synchronous final answer closes the attempt at once;
+- an acknowledgement (2xx without a result) starts the operation timeout, and the device's
+  partial and final answers arrive as ``device_response`` signals from the south API;
+- an unreachable device puts the operation in ``WAITING_FOR_CONNECTION``: the push is tried
+  again with back-off, and the device may collect the request itself by polling (the
+  ``hand_out`` update), until the connection deadline.
+Retries re-send the same request id. An operation cancelled by timeout stays open for a bounded
+grace to record a late answer (out of time).
+
+The search attributes (job, device, status, result) and the memo (the operation object) are
+kept current, so the API lists a job's operations from Temporal visibility without asking each
+workflow. Outcomes go to the job by signal: the job may have continued-as-new since it started
+this child.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
@@ -18,11 +28,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
     from core.temporal import OPERATION_RESULT, OPERATION_STATUS
     from models.enums import CancelReason, OperationStatus, ResultCode
-    from models.messages import OperationClosed, OperationInput
+    from models.messages import OperationClosed, OperationInput, OperationLate, OperationProgress
     from models.operations import (
+        Attempts,
         DeviceRequest,
         DeviceRequestBody,
         DeviceRequestOperation,
+        DeviceResponseBody,
+        DeviceStep,
         Operation,
         OperationExecution,
         OperationStep,
@@ -30,14 +43,22 @@ with workflow.unsafe.imports_passed_through():
     from models.summary import device_cancel_reason
 
 OPERATION_MEMO = "operation"
+# Memo key: until when a timed-out operation takes a late answer (ISO date), absent otherwise.
+LATE_ANSWERS_UNTIL_MEMO = "lateAnswersUntil"
 
-# A device that answers 5xx is tried again a few times before the engine gives up on it.
+# A device that answers 5xx is tried again a few times within one push.
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
 )
+# Pushes to an unreachable device: 1 s, 2 s, 4 s ... at most 10 minutes apart.
+FIRST_PUSH_BACKOFF = timedelta(seconds=1)
+MAX_PUSH_BACKOFF = timedelta(minutes=10)
+# Without an ackTimeout, a synchronous device has the whole operation timeout to answer; this
+# bounds the HTTP wait of one push in any case.
+MAX_HTTP_WAIT = timedelta(minutes=5)
 
 
 def initial_operation(input: OperationInput) -> Operation:
@@ -50,8 +71,23 @@ def initial_operation(input: OperationInput) -> Operation:
         parameters=input.parameters,
         notify=input.notify,
         user=input.user,
+        attempts=Attempts(current=0, total=1 + input.operation_parameters.retries),
         execution=OperationExecution(activated_date=input.activated_at),
         status=OperationStatus.PENDING_EXECUTION,
+    )
+
+
+def device_request(input: OperationInput, now: datetime) -> DeviceRequest:
+    return DeviceRequest(
+        operation=DeviceRequestOperation(
+            request=DeviceRequestBody(
+                id=input.operation_id,
+                device_id=input.device.id,
+                name=input.name,
+                parameters=input.parameters,
+                timestamp=int(now.timestamp() * 1000),
+            )
+        )
     )
 
 
@@ -62,73 +98,193 @@ class OperationWorkflow:
         self._input = input
         self._op = initial_operation(input)
         self._cancel_reason: CancelReason | None = None
+        self._request: DeviceRequest | None = None
+        self._final: DeviceResponseBody | None = None
+        self._handed_out = False
+        self._late_window_open = False
+        self._reports: list[asyncio.Task[None]] = []
+
+    # --- reads and inputs ---
 
     @workflow.query
     def operation(self) -> Operation:
         return self._op
 
+    @workflow.signal
+    def device_response(self, response: DeviceResponseBody) -> None:
+        """A partial (steps only) or final (with resultCode) answer from the device."""
+        if self._op.status.is_closed:
+            if self._late_window_open and self._final is None:
+                self._merge_steps(response.steps)
+                if response.result_code is not None:
+                    self._final = response
+            return
+        self._merge_steps(response.steps)
+        if response.result_code is not None and self._final is None:
+            self._final = response
+
+    @workflow.update
+    def hand_out(self) -> DeviceRequest:
+        """The device polled for pending work: hand it this operation's request, once."""
+        assert self._request is not None
+        self._handed_out = True
+        return self._request
+
+    @hand_out.validator
+    def _can_hand_out(self) -> None:
+        if self._op.status != OperationStatus.WAITING_FOR_CONNECTION or self._handed_out:
+            raise ValueError(f"operation is {self._op.status.value}, not waiting for the device")
+
+    # --- the run ---
+
     @workflow.run
     async def run(self, input: OperationInput) -> Operation:
-        sent = await self._send()
-        self._record_send(sent)
+        params = input.operation_parameters
+        attempt = 0
+        while True:
+            attempt += 1
+            timed_out = await self._attempt(attempt)
+            if self._cancel_reason in (CancelReason.BY_ENGINE,) or not params.should_retry(
+                attempt, self._op.result, timed_out
+            ):
+                break
+            await workflow.sleep(timedelta(milliseconds=params.retries_delay))
         await self._close()
+        if self._cancel_reason == CancelReason.BY_TIMEOUT:
+            await self._take_late_answer()
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return self._op
 
-    async def _send(self) -> SendRequestResult:
+    async def _attempt(self, attempt: int) -> bool:
+        """One delivery of the request and the wait for its final answer; True on timeout."""
+        params = self._input.operation_parameters
+        self._op.attempts.current = attempt
+        self._final, self._handed_out, self._cancel_reason = None, False, None
+        self._op.steps, self._op.result, self._op.description = [], None, None
         now = workflow.now()
-        self._op.attempts.current += 1
+        self._request = device_request(self._input, now)
         self._op.execution.started_date = now
-        request = DeviceRequest(
-            operation=DeviceRequestOperation(
-                request=DeviceRequestBody(
-                    id=self._input.operation_id,
-                    device_id=self._input.device.id,
-                    name=self._input.name,
-                    parameters=self._input.parameters,
-                    timestamp=int(now.timestamp() * 1000),
+        if attempt > 1:
+            self._set_status(OperationStatus.PENDING_EXECUTION)
+
+        delivered = await self._deliver(now + timedelta(milliseconds=params.connection_timeout))
+        if delivered is None:
+            return False
+        if delivered.delivery is Delivery.ANSWERED and delivered.response is not None:
+            self._final = delivered.response
+        elif delivered.delivery is Delivery.REJECTED:
+            self._give_up(f"device refused the request: {delivered.detail}")
+            return False
+        elif delivered.response is not None:  # an acknowledgement with partial steps
+            self._merge_steps(delivered.response.steps)
+
+        if self._final is None:
+            self._set_status(OperationStatus.STARTED)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._final is not None,
+                    timeout=timedelta(milliseconds=params.timeout),
                 )
-            )
-        )
-        answer_timeout = self._input.timeout_ms / 1000
+            except TimeoutError:
+                self._cancel(CancelReason.BY_TIMEOUT, "no final answer within the timeout")
+                return True
+        self._record_final()
+        return False
+
+    async def _deliver(self, deadline: datetime) -> SendRequestResult | None:
+        """Push the request until the device takes it; None when the device never did."""
+        backoff = FIRST_PUSH_BACKOFF
+        while True:
+            sent = await self._push()
+            if sent.delivery is not Delivery.UNREACHABLE or self._final is not None:
+                return sent
+            if self._op.status != OperationStatus.WAITING_FOR_CONNECTION:
+                self._set_status(OperationStatus.WAITING_FOR_CONNECTION)
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                self._give_up(f"device unreachable until the connection deadline ({sent.detail})")
+                return None
+            try:
+                await workflow.wait_condition(
+                    lambda: self._handed_out or self._final is not None,
+                    timeout=min(backoff, remaining),
+                )
+            except TimeoutError:
+                backoff = min(backoff * 2, MAX_PUSH_BACKOFF)
+                continue
+            # Handed out on a poll (or answered directly): the device has the request.
+            return SendRequestResult(delivery=Delivery.ACCEPTED)
+
+    async def _push(self) -> SendRequestResult:
+        params = self._input.operation_parameters
+        wait_ms = params.ack_timeout or params.timeout
+        answer_timeout = min(timedelta(milliseconds=wait_ms), MAX_HTTP_WAIT)
+        assert self._request is not None
         return await workflow.execute_activity_method(
             DeviceActivities.send_request,
             SendRequestInput(
                 operation_id=self._input.operation_id,
                 device_id=self._input.device.id,
                 address=self._input.device.address,
-                request=request,
-                answer_timeout_s=answer_timeout,
+                request=self._request,
+                answer_timeout_s=answer_timeout.total_seconds(),
             ),
-            start_to_close_timeout=timedelta(seconds=answer_timeout + 10),
+            start_to_close_timeout=answer_timeout + timedelta(seconds=10),
             retry_policy=SEND_RETRY,
         )
 
-    def _record_send(self, sent: SendRequestResult) -> None:
-        if sent.delivery is Delivery.ANSWERED and sent.response is not None:
-            result = sent.response.result_code
-            assert result is not None
-            self._op.result = result
-            self._op.description = sent.response.result_description
-            self._op.steps = [
-                OperationStep(
-                    name=s.name,
-                    result=s.result,
-                    description=s.description,
-                    timestamp=_from_millis(s.timestamp) if s.timestamp else workflow.now(),
-                )
-                for s in sent.response.steps
-            ]
-            self._cancel_reason = device_cancel_reason(result)
-            self._op.status = (
-                OperationStatus.CANCELLED if self._cancel_reason else OperationStatus.FINISHED
+    # --- state changes ---
+
+    def _merge_steps(self, steps: list[DeviceStep]) -> None:
+        # Steps accumulate across answers; a step with the same name replaces the earlier one.
+        for step in steps:
+            recorded = OperationStep(
+                name=step.name,
+                result=step.result,
+                description=step.description,
+                timestamp=_from_millis(step.timestamp) if step.timestamp else workflow.now(),
             )
-            return
-        # Not answered synchronously: the engine gives up on this device (the asynchronous and
-        # sleepy-device paths of SPEC 4.1 hook in here).
-        self._cancel_reason = CancelReason.BY_ENGINE
+            for i, known in enumerate(self._op.steps):
+                if known.name == step.name:
+                    self._op.steps[i] = recorded
+                    break
+            else:
+                self._op.steps.append(recorded)
+
+    def _record_final(self) -> None:
+        final = self._final
+        assert final is not None and final.result_code is not None
+        self._merge_steps(final.steps)
+        self._op.result = final.result_code
+        self._op.description = final.result_description
+        self._cancel_reason = device_cancel_reason(final.result_code)
+        self._op.status = (
+            OperationStatus.CANCELLED if self._cancel_reason else OperationStatus.FINISHED
+        )
+
+    def _cancel(self, reason: CancelReason, description: str) -> None:
+        self._cancel_reason = reason
         self._op.status = OperationStatus.CANCELLED
         self._op.result = ResultCode.CANCELLED
-        self._op.description = f"{sent.delivery.value}: {sent.detail or 'no final answer'}"
+        self._op.description = f"{reason.value}: {description}"
+
+    def _give_up(self, description: str) -> None:
+        self._cancel(CancelReason.BY_ENGINE, description)
+
+    def _set_status(self, status: OperationStatus) -> None:
+        """An in-progress status change: visible to the job, to visibility and to pollers."""
+        self._op.status = status
+        workflow.upsert_search_attributes([OPERATION_STATUS.value_set(status.value)])
+        workflow.upsert_memo({OPERATION_MEMO: self._op})
+        self._report(
+            "operation_progress",
+            OperationProgress(operation_id=self._input.operation_id, status=status),
+        )
+
+    def _report(self, signal: str, message: object) -> None:
+        # Sent without blocking the operation; every report is awaited before the run ends.
+        job = workflow.get_external_workflow_handle(self._input.job_workflow_id)
+        self._reports.append(asyncio.create_task(job.signal(signal, message)))
 
     async def _close(self) -> None:
         self._op.execution.finished_date = workflow.now()
@@ -138,9 +294,13 @@ class OperationWorkflow:
                 OPERATION_RESULT.value_set((self._op.result or ResultCode.CANCELLED).value),
             ]
         )
-        workflow.upsert_memo({OPERATION_MEMO: self._op})
-        job = workflow.get_external_workflow_handle(self._input.job_workflow_id)
-        await job.signal(
+        memo: dict[str, object] = {OPERATION_MEMO: self._op}
+        if self._cancel_reason == CancelReason.BY_TIMEOUT:
+            grace = timedelta(milliseconds=self._input.late_answer_grace_ms)
+            memo[LATE_ANSWERS_UNTIL_MEMO] = (workflow.now() + grace).isoformat()
+            self._late_window_open = True
+        workflow.upsert_memo(memo)
+        self._report(
             "operation_closed",
             OperationClosed(
                 operation_id=self._input.operation_id,
@@ -149,6 +309,39 @@ class OperationWorkflow:
                 cancel_reason=self._cancel_reason,
             ),
         )
+        await self._flush_reports()
+
+    async def _take_late_answer(self) -> None:
+        try:
+            await workflow.wait_condition(
+                lambda: self._final is not None,
+                timeout=timedelta(milliseconds=self._input.late_answer_grace_ms),
+            )
+        except TimeoutError:
+            return
+        finally:
+            self._late_window_open = False
+        final = self._final
+        assert final is not None and final.result_code is not None
+        self._op.out_of_time = True
+        self._op.result = final.result_code
+        self._op.description = final.result_description
+        workflow.upsert_search_attributes([OPERATION_RESULT.value_set(final.result_code.value)])
+        workflow.upsert_memo({OPERATION_MEMO: self._op, LATE_ANSWERS_UNTIL_MEMO: None})
+        self._report(
+            "operation_late",
+            OperationLate(operation_id=self._input.operation_id, result=final.result_code),
+        )
+        await self._flush_reports()
+
+    async def _flush_reports(self) -> None:
+        # A signal still in flight when the workflow completes would be dropped.
+        reports, self._reports = self._reports, []
+        for report in reports:
+            try:
+                await report
+            except Exception as err:  # the job is gone (terminated by hand): nothing to tell
+                workflow.logger.warning("report to job %s lost: %s", self._input.job_id, err)
 
 
 def _from_millis(ms: int) -> datetime:

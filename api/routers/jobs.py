@@ -72,6 +72,7 @@ async def create_job(
         request=request,
         created_at=datetime.now(UTC),
         fan_out=fan_out_settings(settings),
+        late_answer_grace_ms=settings.late_answer_grace_ms,
     )
     await client.start_workflow(
         JobWorkflow.run,
