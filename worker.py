@@ -57,6 +57,8 @@ async def running_worker(
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per device request is noise at fleet scale.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """How every process talks to Temporal: one data converter, one set of search attributes.
 
 The search attributes are declared here once and registered by the same code for the dev server
-(``devstack``), the tests and docker-compose (``python -m core.temporal register``).
+(``devstack``), the tests and docker-compose (``python -m core.register``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -75,6 +75,9 @@ class Inventory:
 
             Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         async with self.engine.begin() as conn:
+            if self.engine.url.get_backend_name() == "postgresql":
+                # API and workers start together: one creates the tables, the others wait.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7411)"))
             await conn.run_sync(Base.metadata.create_all)
 
     async def close(self) -> None:

@@ -64,16 +64,31 @@ class JobInput(BaseModel):
     state: JobState | None = None
 
     def view(self, state: JobState) -> Job:
-        return Job(
-            id=self.job_id,
-            task_id=self.task_id,
-            request=self.request,
-            report=JobReport(
-                execution=state.execution,
-                target=state.target_report,
-                summary=JobSummary.build(state.status, state.counts),
-            ),
-        )
+        return Job(id=self.job_id, task_id=self.task_id, request=self.request, report=report(state))
+
+
+# Memo keys of a job workflow: the request as accepted, the task that created the job, and the
+# report, republished as it changes (at most about once a second), so the API reads jobs from
+# Temporal without querying the worker.
+JOB_REQUEST_MEMO = "request"
+JOB_TASK_MEMO = "taskId"
+JOB_REPORT_MEMO = "report"
+
+
+def job_memo(input: JobInput, state: JobState) -> dict[str, Any]:
+    return {
+        JOB_REQUEST_MEMO: input.request,
+        JOB_TASK_MEMO: input.task_id,
+        JOB_REPORT_MEMO: report(state),
+    }
+
+
+def report(state: JobState) -> JobReport:
+    return JobReport(
+        execution=state.execution,
+        target=state.target_report,
+        summary=JobSummary.build(state.status, state.counts),
+    )
 
 
 class OperationInput(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 import httpx
 import uvicorn
@@ -37,7 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-ms", type=int, default=2000, help="sleepy devices poll this often")
     parser.add_argument("--provision", action="store_true", help="provision the devices first")
     parser.add_argument("--api", default="http://127.0.0.1:8080", help="the platform API")
-    parser.add_argument("--api-key", default="", help="an operator or admin key for --provision")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("FLEET_SIM_API_KEY", ""),
+        help="an operator or admin key for --provision (default: $FLEET_SIM_API_KEY)",
+    )
     return parser.parse_args(argv)
 
 

@@ -96,6 +96,8 @@ class Fleet:
             "duplicates": sum(n - 1 for n in self.per_operation.values() if n > 1),
             "devicesReached": len({d.device_id for d in self.deliveries}),
             "answersSent": self.answers_sent,
+            # Devices whose south key the simulator holds: all of them once provisioning is done.
+            "provisioned": len(self.keys),
         }
 
     def reset(self) -> None:

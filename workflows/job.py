@@ -37,17 +37,22 @@ with workflow.unsafe.imports_passed_through():
     from models.enums import CancelReason, JobStatus, OperationStatus
     from models.jobs import Job, TargetSelection
     from models.messages import (
+        JOB_REPORT_MEMO,
         JobInput,
         JobState,
         OperationClosed,
         OperationInput,
         OperationLate,
         OperationProgress,
+        job_memo,
+        report,
     )
     from models.summary import Bucket, closed_bucket
     from workflows.operation import OPERATION_MEMO, OperationWorkflow, initial_operation
 
 INVENTORY_TIMEOUT = timedelta(seconds=60)
+# The report in the memo is republished at most this often while the counters move.
+PUBLISH_INTERVAL = timedelta(seconds=1)
 INVENTORY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 
 
@@ -64,6 +69,7 @@ class JobWorkflow:
         # Child starts issued and not yet acknowledged by the server.
         self._starts: set[asyncio.Task[None]] = set()
         self._signals_this_run = 0
+        self._dirty = False
 
     # --- reads and inputs ---
 
@@ -80,6 +86,7 @@ class JobWorkflow:
         new_bucket = Bucket.for_status(progress.status)
         self._state.counts.move(bucket, new_bucket)
         self._state.in_flight[progress.operation_id] = new_bucket
+        self._dirty = True
 
     @workflow.signal
     def operation_closed(self, closed: OperationClosed) -> None:
@@ -88,6 +95,7 @@ class JobWorkflow:
         if bucket is None:  # a repeated report: counted once
             return
         self._state.counts.move(bucket, closed_bucket(closed.result, closed.cancel_reason))
+        self._dirty = True
         if closed.cancel_reason == CancelReason.BY_TIMEOUT:
             # The operation takes a late answer for a while: the job waits for it to be counted.
             state = self._state
@@ -100,6 +108,7 @@ class JobWorkflow:
         self._signals_this_run += 1
         self._state.counts.add_out_of_time(late.result)
         self._state.late_pending = max(0, self._state.late_pending - 1)
+        self._dirty = True
 
     # --- the run ---
 
@@ -109,8 +118,10 @@ class JobWorkflow:
         if state.execution.started_date is None:
             state.execution.activated_date = input.created_at
             state.execution.started_date = workflow.now()
+        publisher = asyncio.create_task(self._publish_while_running())
         if not state.cursor.counted:
             await self._count_targets()
+            self._publish()
         while True:
             await workflow.wait_condition(
                 lambda: self._can_start() or self._finished() or self._should_continue_as_new()
@@ -126,6 +137,8 @@ class JobWorkflow:
             state.execution.finished_date = workflow.now()
         await self._wait_for_late_answers()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        publisher.cancel()
+        self._publish()
         return self.job()
 
     async def _count_targets(self) -> None:
@@ -258,12 +271,28 @@ class JobWorkflow:
         # Every start must be acknowledged before this run ends, and every signal handled.
         await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
         self._state.runs += 1
-        workflow.continue_as_new(self._input.model_copy(update={"state": self._state}))
+        workflow.continue_as_new(
+            self._input.model_copy(update={"state": self._state}),
+            memo=job_memo(self._input, self._state),
+        )
 
     def _set_status(self, status: JobStatus) -> None:
         if self._state.status != status:
             self._state.status = status
             workflow.upsert_search_attributes([JOB_STATUS.value_set(status.value)])
+            self._publish()
+
+    def _publish(self) -> None:
+        workflow.upsert_memo({JOB_REPORT_MEMO: report(self._state)})
+        self._dirty = False
+
+    async def _publish_while_running(self) -> None:
+        # Counters move with every signal; the memo follows at most once per interval, and a
+        # quiet job costs no events at all.
+        while True:
+            await workflow.wait_condition(lambda: self._dirty)
+            self._publish()
+            await workflow.sleep(PUBLISH_INTERVAL)
 
     async def _wait_for_late_answers(self) -> None:
         """The job is FINISHED; operations cancelled by timeout may still answer late (SPEC 3.2:

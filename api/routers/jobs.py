@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecution
-from temporalio.client import WorkflowExecutionStatus as Status
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -21,8 +20,16 @@ from core.catalog import BUILT_IN
 from core.settings import Settings
 from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
 from models.enums import JobStatus
-from models.jobs import Job, JobEnvelope, JobList, Page
-from models.messages import FanOutSettings, JobInput, JobState
+from models.jobs import Job, JobEnvelope, JobList, JobReport, JobRequest, Page
+from models.messages import (
+    JOB_REPORT_MEMO,
+    JOB_REQUEST_MEMO,
+    JOB_TASK_MEMO,
+    FanOutSettings,
+    JobInput,
+    JobState,
+    job_memo,
+)
 from models.operations import Operation, OperationList
 from workflows.job import JobWorkflow
 from workflows.operation import OPERATION_MEMO
@@ -74,6 +81,7 @@ async def create_job(
         fan_out=fan_out_settings(settings),
         late_answer_grace_ms=settings.late_answer_grace_ms,
     )
+    created = JobState()
     await client.start_workflow(
         JobWorkflow.run,
         job_input,
@@ -86,13 +94,15 @@ async def create_job(
                 SearchAttributePair(JOB_USER, key.name),
             ]
         ),
+        memo=job_memo(job_input, created),
     )
     response.headers["Location"] = f"/north/v80/operation/jobs/{job_id}"
-    return job_input.view(JobState())
+    return job_input.view(created)
 
 
 async def read_job(client: Client, job_id: str) -> Job:
-    handle = client.get_workflow_handle(job_workflow_id(job_id), result_type=Job)
+    """The job as its workflow last published it (describe reads the workflow's current memo)."""
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
         description = await handle.describe()
     except RPCError as exc:
@@ -101,24 +111,17 @@ async def read_job(client: Client, job_id: str) -> Job:
         raise
     if description.workflow_type != JOB_TYPE:
         raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)])
-    if description.status == Status.COMPLETED:
-        return await handle.result()
-    return await _query_job(handle)
+    return await job_of(description)
 
 
-async def _query_job(handle: Any) -> Job:
-    # A job started a moment ago may not have run its first workflow task: a query needs one.
-    for attempt in range(50):
-        try:
-            return await handle.query(JobWorkflow.job)
-        except RPCError as exc:
-            if attempt == 49 or exc.status not in (
-                RPCStatusCode.FAILED_PRECONDITION,
-                RPCStatusCode.DEADLINE_EXCEEDED,
-            ):
-                raise
-            await asyncio.sleep(0.1)
-    raise AssertionError("unreachable")
+async def job_of(execution: WorkflowExecution) -> Job:
+    memo = await execution.memo()
+    return Job(
+        id=execution.id,
+        task_id=memo.get(JOB_TASK_MEMO),
+        request=JobRequest.model_validate(memo[JOB_REQUEST_MEMO]),
+        report=JobReport.model_validate(memo[JOB_REPORT_MEMO]),
+    )
 
 
 def _job_id(job_id: str) -> str:
@@ -172,5 +175,5 @@ async def list_jobs(
         equals(TASK_ID.name, task_id),
     )
     executions, pages = await list_page(client, query, PageRequest(start, size))
-    jobs = await asyncio.gather(*(read_job(client, e.id) for e in executions))
+    jobs = await asyncio.gather(*(job_of(e) for e in executions))
     return JobList(jobs=list(jobs), page=Page(number=start, of=pages))
