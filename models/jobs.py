@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -87,19 +88,63 @@ class OperationParameters(StrictWireModel):
         return timed_out or result != ResultCode.SUCCESSFUL
 
 
+class Moment(StrictWireModel):
+    """``{"delayed": ms}`` (from the job's creation) or ``{"date": ISO}``."""
+
+    delayed: int | None = Field(default=None, ge=0)
+    date: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Moment:
+        if (self.delayed is None) == (self.date is None):
+            raise ValueError("give exactly one of delayed or date")
+        if self.date is not None and self.date.tzinfo is None:
+            raise ValueError("a date needs a time zone (e.g. 2026-11-22T10:15:30Z)")
+        return self
+
+    def resolve(self, since: datetime) -> datetime:
+        if self.date is not None:
+            return self.date
+        return since + timedelta(milliseconds=self.delayed or 0)
+
+
+class JobSchedule(StrictWireModel):
+    start: Moment | None = None
+    stop: Moment | None = None
+
+
+class RolloutAbort(StrictWireModel):
+    failure_threshold_percent: float = Field(gt=0, le=100)
+    min_executed: int = Field(default=1, ge=1)
+
+
+class Rollout(StrictWireModel):
+    """(beyond OpenGate) Pacing of a job and automatic stop of a bad rollout."""
+
+    max_concurrency: int | None = Field(default=None, ge=1, le=2000)
+    max_per_minute: int | None = Field(default=None, ge=1)
+    abort: RolloutAbort | None = None
+
+
 class JobRequest(StrictWireModel):
     name: str = Field(min_length=1)
     parameters: dict[str, Any] = {}
     target: JobTarget | None = None
     active: bool = True
+    notify: bool = False
+    callback: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
     user: str | None = None
     user_notes: str | None = None
+    schedule: JobSchedule | None = None
     operation_parameters: OperationParameters = OperationParameters()
+    rollout: Rollout | None = None
 
     @model_validator(mode="after")
-    def _active_needs_target(self) -> JobRequest:
+    def _consistent(self) -> JobRequest:
         if self.active and self.target is None:
             raise ValueError("an active job needs a target")
+        if self.callback:
+            self.notify = True  # SPEC 3.1: a callback implies notify
         return self
 
 

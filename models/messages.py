@@ -55,10 +55,12 @@ class JobState(BaseModel):
 
 
 class JobInput(BaseModel):
-    job_id: str
+    # Empty for jobs a schedule starts: the job is then named by its workflow id and created at
+    # its workflow's start.
+    job_id: str = ""
     request: JobRequest
     task_id: str | None = None
-    created_at: datetime
+    created_at: datetime | None = None
     fan_out: FanOutSettings = FanOutSettings()
     late_answer_grace_ms: int = 300_000
     state: JobState | None = None

@@ -28,8 +28,9 @@ from worker import running_worker
 from workflows.job import JobWorkflow
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    # One server per test: a server shared by these tests once stopped skipping time.
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

@@ -60,6 +60,11 @@ INVENTORY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 class JobWorkflow:
     @workflow.init
     def __init__(self, input: JobInput) -> None:
+        if not input.job_id:  # started by a task's schedule
+            info = workflow.info()
+            input = input.model_copy(
+                update={"job_id": info.workflow_id, "created_at": info.start_time}
+            )
         self._input = input
         self._state = input.state or JobState()
         # The devices of the current inventory page not started yet, each with the cursor value
@@ -116,7 +121,7 @@ class JobWorkflow:
     async def run(self, input: JobInput) -> Job:
         state = self._state
         if state.execution.started_date is None:
-            state.execution.activated_date = input.created_at
+            state.execution.activated_date = self._input.created_at
             state.execution.started_date = workflow.now()
         publisher = asyncio.create_task(self._publish_while_running())
         if not state.cursor.counted:

@@ -8,44 +8,29 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
-from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecution
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Reader, SettingsDep, TemporalDep, Writer
-from api.errors import ApiError, ErrorCode, validation_error
+from api.errors import ApiError
+from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
 from api.visibility import PageRequest, all_of, equals, list_page
-from core.catalog import BUILT_IN
-from core.settings import Settings
 from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
 from models.enums import JobStatus
-from models.jobs import Job, JobEnvelope, JobList, JobReport, JobRequest, Page
+from models.jobs import Job, JobList, JobReport, JobRequest, Page
 from models.messages import (
     JOB_REPORT_MEMO,
     JOB_REQUEST_MEMO,
     JOB_TASK_MEMO,
-    FanOutSettings,
-    JobInput,
     JobState,
-    job_memo,
 )
 from models.operations import Operation, OperationList
-from workflows.job import JobWorkflow
 from workflows.operation import OPERATION_MEMO
 
 router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"])
 
 JOB_TYPE = "JobWorkflow"
 OPERATION_TYPE = "OperationWorkflow"
-
-
-def fan_out_settings(settings: Settings) -> FanOutSettings:
-    return FanOutSettings(
-        window=settings.job_window,
-        start_batch=settings.job_start_batch,
-        page_size=settings.target_page_size,
-    )
 
 
 @router.post("", status_code=201, response_model_exclude_none=True)
@@ -56,48 +41,15 @@ async def create_job(
     response: Response,
     body: Annotated[Any, Body()] = None,
 ) -> Job:
-    try:
-        envelope = JobEnvelope.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
-    request = envelope.job.request
-    if request.name not in BUILT_IN:
-        raise ApiError(
-            400,
-            f"Unknown operation type {request.name}",
-            ErrorCode.UNKNOWN_OPERATION_TYPE,
-            [("name", request.name)],
-        )
+    request = accept_request(parse_envelope(body), key)
     if not request.active:
         raise ApiError(
             400, "Inactive (IDLE) jobs are not supported yet", context=[("active", "false")]
         )
-    request.user = key.name
-    job_id = str(uuid.uuid4())
-    job_input = JobInput(
-        job_id=job_id,
-        request=request,
-        created_at=datetime.now(UTC),
-        fan_out=fan_out_settings(settings),
-        late_answer_grace_ms=settings.late_answer_grace_ms,
-    )
-    created = JobState()
-    await client.start_workflow(
-        JobWorkflow.run,
-        job_input,
-        id=job_workflow_id(job_id),
-        task_queue=settings.task_queue,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(OPERATION_NAME, request.name),
-                SearchAttributePair(JOB_STATUS, JobStatus.IN_PROGRESS.value),
-                SearchAttributePair(JOB_USER, key.name),
-            ]
-        ),
-        memo=job_memo(job_input, created),
-    )
-    response.headers["Location"] = f"/north/v80/operation/jobs/{job_id}"
-    return job_input.view(created)
+    input = job_input(request, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
+    await start_job(client, settings, input)
+    response.headers["Location"] = f"/north/v80/operation/jobs/{input.job_id}"
+    return input.view(JobState(status=initial_status(request)))
 
 
 async def read_job(client: Client, job_id: str) -> Job:
