@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -76,11 +77,14 @@ async def job_of(execution: WorkflowExecution) -> Job:
     )
 
 
+# Job ids are UUIDs, or ``<task id>-<time>`` for jobs a task's schedule started.
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
 def _job_id(job_id: str) -> str:
-    try:
-        return str(uuid.UUID(job_id))
-    except ValueError as exc:
-        raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)]) from exc
+    if not _JOB_ID.match(job_id):
+        raise ApiError(404, f"Job {job_id} not found", context=[("jobId", job_id)])
+    return job_id
 
 
 @router.get("/{job_id}", response_model_exclude_none=True)
