@@ -6,21 +6,46 @@ from typing import Any
 
 from pydantic import Field
 
-from models.base import WireModel
+from models.base import StrictWireModel, UtcDatetime, WireModel
+
+# Names travel in URLs, visibility queries and device requests: keep them plain.
+TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
-class StepDefinition(WireModel):
-    name: str
+class StepDefinition(StrictWireModel):
+    name: str = Field(min_length=1, max_length=100)
     title: str | None = None
     description: str | None = None
 
 
 class OperationType(WireModel):
+    """The operation type object of SPEC 3.4."""
+
     name: str
     title: str | None = None
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     steps: list[StepDefinition] = []
+
+
+class OperationTypeRecord(OperationType):
+    """An operation type as listed by the API: built-in or custom, and when a custom one changed."""
+
+    custom: bool = False
+    created_date: UtcDatetime | None = None
+    updated_date: UtcDatetime | None = None
+
+
+class OperationTypeIn(StrictWireModel):
+    """The body of ``POST``/``PUT /operationTypes``; ``fromCatalog`` starts from a built-in type's
+    schema and steps, and the fields given here override them."""
+
+    name: str | None = Field(default=None, pattern=TYPE_NAME_PATTERN)
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    parameters: dict[str, Any] | None = None
+    steps: list[StepDefinition] | None = None
+    from_catalog: str | None = None
 
 
 def _schema(properties: dict[str, Any] | None = None, required: list[str] | None = None) -> dict:

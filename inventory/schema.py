@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String
+from sqlalchemy import DateTime, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -45,3 +45,15 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_api_keys_device", "device_id"),)
+
+
+class OperationTypeRow(Base):
+    """A custom operation type (SPEC 3.4); the built-in catalog lives in code."""
+
+    __tablename__ = "operation_types"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The type object as JSON: its schema is free-form, and only the API reads it whole.
+    definition: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -65,6 +66,8 @@ class Fleet:
     platform_url: str = ""
     keys: dict[str, str] = field(default_factory=dict)
     answers_sent: int = 0
+    # Each device's variables: SET_DEVICE_PARAMETERS writes them, GET_DEVICE_PARAMETERS reads them.
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _platform: httpx.AsyncClient | None = None
 
@@ -104,6 +107,7 @@ class Fleet:
         self.deliveries.clear()
         self.per_operation.clear()
         self.http_failures.clear()
+        self.variables.clear()
 
     # --- the device side of SPEC 4.1 ---
 
@@ -123,12 +127,44 @@ class Fleet:
         result_code = self._result_for(delivery, behaviour)
         if behaviour.mode is Mode.SILENT:
             return None
+        if result_code == "SUCCESSFUL":
+            self._execute(delivery)
         if behaviour.mode is Mode.ASYNC or via == "poll":
             self._spawn(self._answer_later(delivery, behaviour, result_code))
             return None
         if behaviour.delay_ms:
             await asyncio.sleep(behaviour.delay_ms / 1000)
-        return response_body(delivery, result_code, steps=[step(delivery.name, result_code)])
+        return response_body(delivery, result_code, steps=self._sync_steps(delivery, result_code))
+
+    def _execute(self, delivery: Delivery) -> None:
+        if delivery.name == "SET_DEVICE_PARAMETERS":
+            variables = self.variables.setdefault(delivery.device_id, {})
+            for variable in delivery.parameters.get("variableList", []):
+                variables[variable["name"]] = variable.get("value")
+
+    def _sync_steps(self, delivery: Delivery, result_code: str) -> list[dict[str, Any]]:
+        """A multi-step type's declared steps (the last one failing on an error), else one step
+        named after the operation."""
+        names = _declared_steps(delivery.name)
+        if not names:
+            return [self._closing_step(delivery, result_code)]
+        steps = [step(name, "SUCCESSFUL") for name in names[:-1]]
+        return [*steps, step(names[-1], result_code)]
+
+    def _closing_step(self, delivery: Delivery, result_code: str) -> dict[str, Any]:
+        closing = step(delivery.name, result_code)
+        if delivery.name == "GET_DEVICE_PARAMETERS" and result_code == "SUCCESSFUL":
+            # SPEC 4.2 has no field for the values read and DeviceResponse forbids extra fields:
+            # the values travel as JSON in the final step's description (docs/operation-types.md).
+            closing["description"] = json.dumps({"variableList": self._read(delivery)})
+        return closing
+
+    def _read(self, delivery: Delivery) -> list[dict[str, Any]]:
+        """The requested variables with their values (every known variable when none is named);
+        a variable the device never had is read as null."""
+        known = self.variables.get(delivery.device_id, {})
+        requested = delivery.parameters.get("variableList") or [{"name": n} for n in known]
+        return [{"name": v["name"], "value": known.get(v["name"])} for v in requested]
 
     def _result_for(self, delivery: Delivery, behaviour: Behaviour) -> str:
         attempt = self.per_operation[delivery.operation_id]
@@ -143,7 +179,7 @@ class Fleet:
             await self.post_answer(delivery, None, steps=[step(name, "SUCCESSFUL")])
         if behaviour.delay_ms:
             await asyncio.sleep(behaviour.delay_ms / 1000)
-        final_steps = [] if names else [step(delivery.name, result_code)]
+        final_steps = [] if names else [self._closing_step(delivery, result_code)]
         await self.post_answer(delivery, result_code, steps=final_steps)
 
     async def post_answer(

@@ -1,15 +1,161 @@
-"""Operation types (SPEC 3.4): the built-in catalog."""
+"""Operation types (SPEC 3.4): the built-in catalog, and custom types kept in the inventory."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from api.deps import Reader
-from core.catalog import BUILT_IN, OperationType
+from fastapi import APIRouter, Body, Response
+from pydantic import ValidationError
+
+from api.deps import InventoryDep, Reader, TemporalDep, Writer
+from api.errors import ApiError, ErrorCode, validation_error
+from api.visibility import all_of, equals
+from core.catalog import BUILT_IN, OperationType, OperationTypeIn, OperationTypeRecord
+from core.operation_types import UnknownCatalogEntry, resolve_definition, schema_errors
+from core.temporal import JOB_STATUS, OPERATION_NAME
+from inventory.operation_types import OperationTypeExists, OperationTypeStore
+from models.enums import JobStatus
 
 router = APIRouter(prefix="/north/v80/operationTypes", tags=["operation types"])
+
+PATH = "/north/v80/operationTypes"
+JOB_WORKFLOW = "JobWorkflow"
+CLOSED_STATUSES = (JobStatus.FINISHED, JobStatus.CANCELLED)
 
 
 @router.get("/catalog", response_model_exclude_none=True)
 async def catalog(_: Reader) -> dict[str, list[OperationType]]:
     return {"operationTypes": list(BUILT_IN.values())}
+
+
+@router.get("", response_model_exclude_none=True)
+async def list_types(_: Reader, inventory: InventoryDep) -> dict[str, list[OperationTypeRecord]]:
+    custom = await OperationTypeStore(inventory).list_types()
+    return {"operationTypes": [*map(_built_in, BUILT_IN.values()), *custom]}
+
+
+@router.post("", status_code=201, response_model_exclude_none=True)
+async def create_type(
+    _: Writer,
+    inventory: InventoryDep,
+    response: Response,
+    body: Annotated[Any, Body()] = None,
+) -> OperationTypeRecord:
+    given = _parse(body)
+    if not given.name:
+        raise ApiError(400, "An operation type needs a name", context=[("name", "required")])
+    if given.name in BUILT_IN:
+        raise _conflict(given.name, "is a built-in operation type")
+    try:
+        created = await OperationTypeStore(inventory).create(_definition(given.name, given))
+    except OperationTypeExists:
+        raise _conflict(given.name, "already exists") from None
+    response.headers["Location"] = f"{PATH}/{created.name}"
+    return created
+
+
+@router.get("/{name}", response_model_exclude_none=True)
+async def get_type(name: str, _: Reader, inventory: InventoryDep) -> OperationTypeRecord:
+    if name in BUILT_IN:
+        return _built_in(BUILT_IN[name])
+    found = await OperationTypeStore(inventory).get(name)
+    if found is None:
+        raise _not_found(name)
+    return found
+
+
+@router.put("/{name}", response_model_exclude_none=True)
+async def replace_type(
+    name: str,
+    _: Writer,
+    inventory: InventoryDep,
+    body: Annotated[Any, Body()] = None,
+) -> OperationTypeRecord:
+    """Replace a custom type whole (a job already accepted keeps the parameters it was given)."""
+    _writable(name)
+    given = _parse(body)
+    if given.name not in (None, name):
+        raise ApiError(
+            400, "The name of an operation type cannot change", context=[("name", given.name)]
+        )
+    replaced = await OperationTypeStore(inventory).update(_definition(name, given))
+    if replaced is None:
+        raise _not_found(name)
+    return replaced
+
+
+@router.delete("/{name}", response_model_exclude_none=True)
+async def delete_type(
+    name: str, _: Writer, inventory: InventoryDep, client: TemporalDep
+) -> OperationTypeRecord:
+    _writable(name)
+    store = OperationTypeStore(inventory)
+    found = await store.get(name)
+    if found is None:
+        raise _not_found(name)
+    # A job already accepted does not read its type again, but it was accepted against it: the
+    # type stays until no open job uses it. A FINISHED or CANCELLED job's workflow may still run
+    # a while to count late answers; it is not open. A job created between this count and the
+    # delete is not seen (there is no transaction across Temporal and the inventory).
+    query = all_of(
+        f"WorkflowType = '{JOB_WORKFLOW}' AND ExecutionStatus = 'Running'",
+        equals(OPERATION_NAME.name, name),
+        *(f"{JOB_STATUS.name} != '{s.value}'" for s in CLOSED_STATUSES),
+    )
+    open_jobs = (await client.count_workflows(query)).count
+    if open_jobs:
+        raise _conflict(name, f"is used by {open_jobs} open job(s)")
+    await store.delete(name)
+    return found
+
+
+def _parse(body: Any) -> OperationTypeIn:
+    try:
+        return OperationTypeIn.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def _definition(name: str, given: OperationTypeIn) -> OperationType:
+    """The type the body describes, with a schema checked to be a valid JSON-Schema object."""
+    try:
+        definition = resolve_definition(name, given)
+    except UnknownCatalogEntry as exc:
+        raise ApiError(
+            400,
+            f"fromCatalog: no built-in operation type {exc}",
+            ErrorCode.UNKNOWN_OPERATION_TYPE,
+            [("fromCatalog", str(exc))],
+        ) from None
+    errors = schema_errors(definition.parameters)
+    if errors:
+        details = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise ApiError(
+            400,
+            f"Invalid parameters schema: {details}",
+            ErrorCode.INVALID_REQUEST,
+            [(e.field, e.message) for e in errors],
+        )
+    return definition
+
+
+def _writable(name: str) -> None:
+    if name in BUILT_IN:
+        raise ApiError(
+            403,
+            f"{name} is a built-in operation type and cannot be changed or deleted; "
+            "create a custom type from it with fromCatalog",
+            context=[("name", name)],
+        )
+
+
+def _built_in(operation_type: OperationType) -> OperationTypeRecord:
+    return OperationTypeRecord(**operation_type.model_dump())
+
+
+def _not_found(name: str) -> ApiError:
+    return ApiError(404, f"Operation type {name} not found", context=[("name", name)])
+
+
+def _conflict(name: str, why: str) -> ApiError:
+    return ApiError(409, f"Operation type {name} {why}", context=[("name", name)])

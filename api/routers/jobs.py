@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Query, Response
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import Reader, SettingsDep, TemporalDep, Writer
+from api.deps import InventoryDep, Reader, SettingsDep, TemporalDep, Writer
 from api.errors import ApiError
 from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
 from api.visibility import PageRequest, all_of, equals, list_page
@@ -39,10 +39,11 @@ async def create_job(
     key: Writer,
     client: TemporalDep,
     settings: SettingsDep,
+    inventory: InventoryDep,
     response: Response,
     body: Annotated[Any, Body()] = None,
 ) -> Job:
-    request = accept_request(parse_envelope(body), key)
+    request = await accept_request(parse_envelope(body), key, inventory)
     if not request.active:
         raise ApiError(
             400, "Inactive (IDLE) jobs are not supported yet", context=[("active", "false")]
