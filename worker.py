@@ -12,6 +12,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.callbacks import CallbackActivities
 from activities.devices import DeviceActivities
 from activities.inventory import InventoryActivities
 from core.settings import Settings, get_settings
@@ -40,11 +41,17 @@ async def running_worker(
     async with httpx.AsyncClient(limits=limits) as http:
         devices = DeviceActivities(http)
         targets = InventoryActivities(inventory)
+        callbacks = CallbackActivities(http, client, settings.callback_secret)
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[devices.send_request, targets.count_targets, targets.read_targets],
+            activities=[
+                devices.send_request,
+                targets.count_targets,
+                targets.read_targets,
+                callbacks.deliver,
+            ],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         )

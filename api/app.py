@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.errors import ErrorCode, error_response
-from api.routers import api_keys, catalog, devices, health, jobs, south, tasks
+from api.routers import api_keys, catalog, devices, health, jobs, search, south, tasks
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from inventory.store import Inventory
@@ -69,6 +69,6 @@ def create_app(
             )
         return await call_next(request)
 
-    for module in (health, jobs, devices, api_keys, catalog, south, tasks):
+    for module in (health, jobs, devices, api_keys, catalog, south, search, tasks):
         app.include_router(module.router)
     return app

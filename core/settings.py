@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # How long an operation cancelled by timeout still records a late answer (SPEC 3.2).
     late_answer_grace_ms: int = Field(default=300_000, ge=0)
 
+    # Signs callback bodies (X-Signature: sha256=<HMAC>) when set.
+    callback_secret: str = ""
+
     # HTTP to devices, shared by every activity of one worker.
     device_max_connections: int = 200
     device_connect_timeout_s: float = 5.0

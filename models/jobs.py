@@ -60,7 +60,14 @@ class TargetSelection(StrictWireModel):
 
 
 class JobTarget(StrictWireModel):
-    append: TargetSelection
+    append: TargetSelection | None = None
+    # Only in a PUT: devices taken out of a job that has not started yet.
+    remove: TargetSelection | None = None
+
+    @property
+    def selection(self) -> TargetSelection:
+        assert self.append is not None
+        return self.append
 
 
 class OperationParameters(StrictWireModel):
@@ -141,11 +148,73 @@ class JobRequest(StrictWireModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobRequest:
+        if self.target is not None and (self.target.append is None or self.target.remove):
+            raise ValueError('a job\'s target is {"append": {...}}')
         if self.active and self.target is None:
             raise ValueError("an active job needs a target")
         if self.callback:
             self.notify = True  # SPEC 3.1: a callback implies notify
         return self
+
+
+class JobPatch(StrictWireModel):
+    """What a PUT may change (SPEC 3.1); any other field is a 400 ``Forbidden field``."""
+
+    active: bool | None = None
+    notify: bool | None = None
+    callback: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    user_notes: str | None = None
+    schedule: JobSchedule | None = None
+    target: JobTarget | None = None
+
+    def applied_to(self, request: JobRequest) -> JobRequest:
+        """The request with this patch applied (validated again as a whole)."""
+        changed = request.model_dump(by_alias=False, exclude_none=True)
+        for field in ("active", "notify", "callback", "user_notes"):
+            if field in self.model_fields_set:
+                changed[field] = getattr(self, field)
+        if self.schedule is not None:
+            schedule = dict(changed.get("schedule") or {})
+            for moment in ("start", "stop"):
+                if moment in self.schedule.model_fields_set:
+                    schedule[moment] = getattr(self.schedule, moment)
+            changed["schedule"] = schedule
+        if self.target is not None:
+            changed["target"] = {"append": _retarget(request.target, self.target)}
+        return JobRequest.model_validate(changed)
+
+
+def _retarget(current: JobTarget | None, change: JobTarget) -> TargetSelection:
+    """Append to or remove from a job's list of entities or of tags (one kind per job)."""
+    selection = current.append if current else None
+    if selection is not None and selection.entities_with_parameters:
+        raise ValueError("a target of entitiesWithParameters is not changed by PUT")
+    if selection is not None:
+        kind = "tags" if selection.tags else "entities"
+    else:
+        kind = "tags" if change.append and change.append.tags else "entities"
+    values = list(getattr(selection, kind) or []) if selection else []
+    for part, adding in ((change.append, True), (change.remove, False)):
+        if part is None:
+            continue
+        if part.entities_with_parameters or getattr(part, kind) is None:
+            raise ValueError(f"this job's target is a list of {kind}: change it with {kind}")
+        for value in getattr(part, kind):
+            if adding and value not in values:
+                values.append(value)
+            elif not adding and value in values:
+                values.remove(value)
+    if not values:
+        raise ValueError("the target would be empty")
+    return TargetSelection.model_validate({kind: values})
+
+
+class JobPatchEnvelope(StrictWireModel):
+    job: JobPatchRequest
+
+
+class JobPatchRequest(StrictWireModel):
+    request: JobPatch
 
 
 class JobEnvelope(StrictWireModel):
@@ -157,6 +226,7 @@ class JobRequestEnvelope(StrictWireModel):
 
 
 JobEnvelope.model_rebuild()
+JobPatchEnvelope.model_rebuild()
 
 
 class JobExecution(WireModel):

@@ -51,6 +51,15 @@ class JobState(BaseModel):
     # Operations cancelled by timeout whose late answer may still come, and until when.
     late_pending: int = 0
     late_until: datetime | None = None
+    # Why the job stops early (cancelled by the user, its deadline, or an aborted rollout), and
+    # whether its open operations were already told.
+    stopping: CancelReason | None = None
+    stop_signalled: bool = False
+    aborted: bool = False
+    # maxPerMinute pacing: operations started in the current one-minute window.
+    pace_window_start: datetime | None = None
+    pace_started: int = 0
+    callbacks_sent: list[str] = []
     runs: int = 1
 
 
@@ -93,6 +102,13 @@ def report(state: JobState) -> JobReport:
     )
 
 
+class JobChange(BaseModel):
+    """Update of a running job: the PUT of SPEC 3.1 (a whole new request) or a cancel."""
+
+    request: JobRequest | None = None
+    cancel: bool = False
+
+
 class OperationInput(BaseModel):
     operation_id: str
     job_id: str
@@ -113,6 +129,13 @@ class OperationProgress(BaseModel):
 
     operation_id: str
     status: OperationStatus
+
+
+class OperationStop(BaseModel):
+    """Signal to an operation: the job cancels it (cancelled by the user, or its deadline)."""
+
+    reason: CancelReason
+    description: str
 
 
 class OperationLate(BaseModel):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,6 +9,9 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from tests.stack import Stack, running_stack, start_dev_server
+
+# One line per HTTP request drowns what a failing test has to say.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -28,6 +28,7 @@ from simulator.fleet import Fleet
 from worker import running_worker
 
 T = TypeVar("T")
+CALLBACK_SECRET = "callback-test-secret"
 
 
 def find_binary(name: str) -> str:
@@ -54,7 +55,14 @@ async def start_dev_server(extra_args: list[str] | None = None) -> WorkflowEnvir
 async def serve(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app on a free 127.0.0.1 port; yields its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -165,7 +173,7 @@ async def running_stack(
         task_queue=f"tq-{uuid.uuid4()}",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}",
         bootstrap_admin_key=admin_key,
-        **{"late_answer_grace_ms": 20_000, **overrides},
+        **{"late_answer_grace_ms": 20_000, "callback_secret": CALLBACK_SECRET, **overrides},
     )
     fleet = Fleet()
     async with (

@@ -12,13 +12,17 @@ target list, and the counters of SPEC 3.1 travel in the carried state.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import contextlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.callbacks import CallbackActivities, CallbackInput
     from activities.inventory import (
         CountTargetsInput,
         InventoryActivities,
@@ -38,22 +42,41 @@ with workflow.unsafe.imports_passed_through():
     from models.jobs import Job, TargetSelection
     from models.messages import (
         JOB_REPORT_MEMO,
+        JOB_REQUEST_MEMO,
+        JobChange,
         JobInput,
         JobState,
         OperationClosed,
         OperationInput,
         OperationLate,
         OperationProgress,
+        OperationStop,
         job_memo,
         report,
     )
     from models.summary import Bucket, closed_bucket
     from workflows.operation import OPERATION_MEMO, OperationWorkflow, initial_operation
 
+TRANSITION_ERROR = "Job state transition error"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
+PACE_WINDOW = timedelta(minutes=1)
+# External signals sent at once when the job pauses, resumes or stops its operations.
+SIGNAL_BATCH = 100
+# Callback delivery: retried with exponential back-off for at most this long.
+CALLBACK_DEADLINE = timedelta(minutes=10)
+CALLBACK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
 # The report in the memo is republished at most this often while the counters move.
 PUBLISH_INTERVAL = timedelta(seconds=1)
 INVENTORY_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+
+
+_RUNNING = (JobStatus.IN_PROGRESS, JobStatus.PAUSED)
+# Operations that have not reached their device yet: a pause holds them.
+_NOT_SENT = (Bucket.PENDING_EXECUTION, Bucket.WAITING_FOR_CONNECTION)
 
 
 @workflow.defn
@@ -75,6 +98,9 @@ class JobWorkflow:
         self._starts: set[asyncio.Task[None]] = set()
         self._signals_this_run = 0
         self._dirty = False
+        # Bumped by every change, so waits re-read the request.
+        self._revision = 0
+        self._callbacks: set[asyncio.Task[None]] = set()
 
     # --- reads and inputs ---
 
@@ -117,34 +143,290 @@ class JobWorkflow:
 
     # --- the run ---
 
+    @workflow.update
+    async def change(self, change: JobChange) -> Job:
+        """PUT (pause, resume, reschedule, retarget before the start...) or DELETE (cancel)."""
+        state = self._state
+        if change.cancel:
+            state.stopping = CancelReason.BY_USER
+        elif change.request is not None:
+            was_active = self._input.request.active
+            self._input = self._input.model_copy(update={"request": change.request})
+            workflow.upsert_memo({JOB_REQUEST_MEMO: change.request})
+            if was_active != change.request.active and state.status in _RUNNING:
+                self._set_status(
+                    JobStatus.IN_PROGRESS if change.request.active else JobStatus.PAUSED
+                )
+                # Hold the operations not sent yet; operations already sent run on.
+                await self._tell_operations("hold", not change.request.active, _NOT_SENT)
+        self._revision += 1
+        self._dirty = True
+        return self.job()
+
+    @change.validator
+    def _check_change(self, change: JobChange) -> None:
+        status = self._state.status
+        if status in (JobStatus.FINISHED, JobStatus.CANCELLED, JobStatus.CANCELLING):
+            raise ValueError(TRANSITION_ERROR)
+        retargeted = change.request is not None and (
+            change.request.target != self._input.request.target
+        )
+        if retargeted and status not in (JobStatus.IDLE, JobStatus.SCHEDULED):
+            raise ValueError("the target of a job changes only before the job starts")
+
+    # --- the run ---
+
     @workflow.run
     async def run(self, input: JobInput) -> Job:
         state = self._state
-        if state.execution.started_date is None:
-            state.execution.activated_date = self._input.created_at
-            state.execution.started_date = workflow.now()
         publisher = asyncio.create_task(self._publish_while_running())
-        if not state.cursor.counted:
+        if state.execution.activated_date is None:
+            state.execution.activated_date = self._input.created_at
+        if await self._wait_for_start() and not state.cursor.counted:
             await self._count_targets()
             self._publish()
-        while True:
-            await workflow.wait_condition(
-                lambda: self._can_start() or self._finished() or self._should_continue_as_new()
-            )
-            if self._finished():
+            self._callback("JOB_INITIATED")
+        if state.stopping is None:
+            if state.execution.started_date is None:
+                state.execution.started_date = workflow.now()
+                self._set_status(
+                    JobStatus.IN_PROGRESS if self._input.request.active else JobStatus.PAUSED
+                )
+                self._callback("JOB_STARTED")
+            await self._fan_out()
+        cancelled = state.stopping == CancelReason.BY_USER
+        if state.execution.finished_date is None:
+            state.execution.finished_date = workflow.now()
+        self._set_status(JobStatus.CANCELLED if cancelled else JobStatus.FINISHED)
+        await self._wait_for_late_answers()
+        self._callback("JOB_FINISHED")
+        # A receiver that never answers costs the job nothing: its status is already final.
+        await workflow.wait_condition(
+            lambda: not self._callbacks and workflow.all_handlers_finished()
+        )
+        publisher.cancel()
+        self._publish()
+        return self.job()
+
+    async def _wait_for_start(self) -> bool:
+        """IDLE while inactive, SCHEDULED until ``schedule.start``; False if cancelled first."""
+        state = self._state
+        while state.stopping is None and state.execution.started_date is None:
+            request = self._input.request
+            start = request.schedule.start if request.schedule else None
+            start_at = start.resolve(self._created_at) if start else None
+            changed = self._changed_since(self._revision)
+            if not request.active:
+                self._set_status(JobStatus.IDLE)
+                await workflow.wait_condition(changed)
+            elif start_at is not None and start_at > workflow.now():
+                self._set_status(JobStatus.SCHEDULED)
+                try:
+                    await workflow.wait_condition(changed, timeout=start_at - workflow.now())
+                except TimeoutError:
+                    break
+            else:
                 break
+        return state.stopping is None
+
+    def _changed_since(self, revision: int) -> Callable[[], bool]:
+        return lambda: self._revision != revision or self._state.stopping is not None
+
+    async def _fan_out(self) -> None:
+        state = self._state
+        while True:
+            # A timeout is the job's deadline, or the next pacing window.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: (
+                        self._can_start()
+                        or self._finished()
+                        or self._should_continue_as_new()
+                        or self._must_stop()
+                    ),
+                    timeout=self._next_deadline(),
+                )
+            if self._past_deadline() and state.stopping is None:
+                state.stopping = CancelReason.BY_TIMEOUT
+            if self._should_abort():
+                self._abort()
+            if state.stopping is not None and not state.stop_signalled:
+                await self._stop_operations(state.stopping)
+            if self._finished():
+                return
             if self._should_continue_as_new():
                 await self._continue_as_new()
             if self._can_start():
                 await self._start_batch()
-        self._set_status(JobStatus.FINISHED)
-        if state.execution.finished_date is None:
-            state.execution.finished_date = workflow.now()
-        await self._wait_for_late_answers()
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        publisher.cancel()
-        self._publish()
-        return self.job()
+
+    # --- deadlines, pacing, stopping ---
+
+    @property
+    def _created_at(self) -> datetime:
+        return self._input.created_at or workflow.info().start_time
+
+    def _deadline(self) -> datetime | None:
+        schedule = self._input.request.schedule
+        if schedule is None or schedule.stop is None:
+            return None
+        return schedule.stop.resolve(self._state.execution.started_date or self._created_at)
+
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline()
+        return deadline is not None and workflow.now() >= deadline
+
+    def _next_deadline(self) -> timedelta | None:
+        now = workflow.now()
+        moments = [m for m in (self._deadline(), self._pace_reset()) if m is not None and m > now]
+        return min(moments) - now if moments else None
+
+    def _must_stop(self) -> bool:
+        state = self._state
+        return (state.stopping is not None and not state.stop_signalled) or self._should_abort()
+
+    def _pace_room(self) -> int | None:
+        rollout = self._input.request.rollout
+        if rollout is None or rollout.max_per_minute is None:
+            return None
+        window_start = self._state.pace_window_start
+        if window_start is None or workflow.now() - window_start >= PACE_WINDOW:
+            return rollout.max_per_minute
+        return rollout.max_per_minute - self._state.pace_started
+
+    def _pace_reset(self) -> datetime | None:
+        start = self._state.pace_window_start
+        if start is None or self._pace_room() != 0:
+            return None
+        return start + PACE_WINDOW
+
+    def _count_paced(self, started: int) -> None:
+        state = self._state
+        if self._pace_room() is None:
+            return
+        if (
+            state.pace_window_start is None
+            or workflow.now() - state.pace_window_start >= PACE_WINDOW
+        ):
+            state.pace_window_start, state.pace_started = workflow.now(), 0
+        state.pace_started += started
+
+    def _should_abort(self) -> bool:
+        rollout = self._input.request.rollout
+        state = self._state
+        if state.aborted or state.stopping or rollout is None or rollout.abort is None:
+            return False
+        counts = state.counts
+        executed = counts.total - counts.in_progress
+        failed = executed - counts[Bucket.SUCCESSFUL]
+        return executed >= rollout.abort.min_executed and (
+            failed * 100 >= rollout.abort.failure_threshold_percent * executed
+        )
+
+    def _abort(self) -> None:
+        """A bad rollout: nothing more is started; operations already started finish."""
+        state = self._state
+        state.aborted = True
+        workflow.logger.warning(
+            "job %s: rollout aborted on its failure threshold", self._input.job_id
+        )
+        self._drop_unstarted(Bucket.CANCELLED_BY_ENGINE)
+
+    def _drop_unstarted(self, bucket: Bucket) -> None:
+        state = self._state
+        state.cursor.exhausted = True
+        self._page = []
+        state.counts.move(Bucket.SCHEDULED, bucket, state.counts[Bucket.SCHEDULED])
+        self._dirty = True
+
+    async def _stop_operations(self, reason: CancelReason) -> None:
+        """Cancel the job's open operations (and those never started) for ``reason``."""
+        state = self._state
+        if reason == CancelReason.BY_USER:
+            self._set_status(JobStatus.CANCELLING)
+        self._drop_unstarted(Bucket.for_cancel(reason))
+        await workflow.wait_condition(lambda: not self._starts)
+        description = (
+            "the job was cancelled"
+            if reason == CancelReason.BY_USER
+            else "the job's deadline passed"
+        )
+        await self._tell_operations("stop", OperationStop(reason=reason, description=description))
+        state.stop_signalled = True
+
+    async def _tell_operations(
+        self, signal: str, message: object, buckets: tuple[Bucket, ...] | None = None
+    ) -> None:
+        """Signal the open operations (in the given buckets), a batch at a time."""
+        ids = [
+            op_id
+            for op_id, bucket in self._state.in_flight.items()
+            if buckets is None or bucket in buckets
+        ]
+        for i in range(0, len(ids), SIGNAL_BATCH):
+            await asyncio.gather(
+                *(self._tell(op_id, signal, message) for op_id in ids[i : i + SIGNAL_BATCH])
+            )
+
+    async def _tell(self, operation_id: str, signal: str, message: object) -> None:
+        handle = workflow.get_external_workflow_handle(operation_workflow_id(operation_id))
+        try:
+            await handle.signal(signal, message)
+        except Exception as err:  # closed meanwhile: its own report is on its way
+            workflow.logger.info("operation %s not told %s: %s", operation_id, signal, err)
+
+    # --- callbacks (SPEC 6) ---
+
+    def _callback(self, event: str) -> None:
+        request = self._input.request
+        state = self._state
+        if not (request.notify and request.callback) or event in state.callbacks_sent:
+            return
+        state.callbacks_sent.append(event)
+        job = self.job().model_dump(mode="json", exclude_none=True)
+        if event == "JOB_INITIATED":
+            payload: dict[str, Any] = {
+                "id": job["id"],
+                "request": job["request"],
+                "report": {k: job["report"][k] for k in ("execution", "summary")},
+            }
+        elif event == "JOB_STARTED":
+            payload = {
+                "job": {
+                    "id": job["id"],
+                    "request": job["request"],
+                    "report": {"execution": job["report"]["execution"]},
+                }
+            }
+        else:
+            payload = {
+                "job": {
+                    "id": job["id"],
+                    "request": job["request"],
+                    "report": {k: job["report"][k] for k in ("execution", "summary")},
+                }
+            }
+        delivery = CallbackInput(
+            url=request.callback,
+            event=event,
+            delivery_id=str(workflow.uuid4()),
+            payload=payload,
+            job_id=self._input.job_id if event == "JOB_FINISHED" else None,
+        )
+        task = asyncio.create_task(self._deliver(delivery))
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def _deliver(self, delivery: CallbackInput) -> None:
+        try:
+            await workflow.execute_activity_method(
+                CallbackActivities.deliver,
+                delivery,
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=CALLBACK_DEADLINE,
+                retry_policy=CALLBACK_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("callback %s not delivered: %s", delivery.event, err)
 
     async def _count_targets(self) -> None:
         count = await workflow.execute_activity_method(
@@ -161,17 +443,23 @@ class JobWorkflow:
     @property
     def _selection(self) -> TargetSelection:
         assert self._input.request.target is not None
-        return self._input.request.target.append
+        return self._input.request.target.selection
 
     def _room(self) -> int:
         fan_out = self._input.fan_out
-        return min(
-            fan_out.window - len(self._state.in_flight),
-            fan_out.start_batch - len(self._starts),
-        )
+        rollout = self._input.request.rollout
+        window = fan_out.window
+        if rollout is not None and rollout.max_concurrency is not None:
+            window = min(window, rollout.max_concurrency)
+        room = min(window - len(self._state.in_flight), fan_out.start_batch - len(self._starts))
+        paced = self._pace_room()
+        return room if paced is None else min(room, paced)
 
     def _can_start(self) -> bool:
-        has_targets = bool(self._page) or not self._state.cursor.exhausted
+        state = self._state
+        if state.status != JobStatus.IN_PROGRESS or state.stopping is not None:
+            return False
+        has_targets = bool(self._page) or not state.cursor.exhausted
         return has_targets and self._room() > 0
 
     def _finished(self) -> bool:
@@ -190,6 +478,7 @@ class JobWorkflow:
             await self._read_page()
         batch = self._page[: self._room()]
         del self._page[: len(batch)]
+        self._count_paced(len(batch))
         cursor = self._state.cursor
         for device, position in batch:
             operation_id = str(workflow.uuid4())
@@ -274,7 +563,12 @@ class JobWorkflow:
 
     async def _continue_as_new(self) -> None:
         # Every start must be acknowledged before this run ends, and every signal handled.
-        await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
+        await workflow.wait_condition(
+            lambda: not self._starts and not self._callbacks and workflow.all_handlers_finished()
+        )
+        if self._page:
+            # The rest of the page is read again from the cursor by the next run.
+            self._state.cursor.exhausted = False
         self._state.runs += 1
         workflow.continue_as_new(
             self._input.model_copy(update={"state": self._state}),

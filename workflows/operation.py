@@ -19,6 +19,7 @@ this child.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
@@ -28,7 +29,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
     from core.temporal import OPERATION_RESULT, OPERATION_STATUS
     from models.enums import CancelReason, OperationStatus, ResultCode
-    from models.messages import OperationClosed, OperationInput, OperationLate, OperationProgress
+    from models.messages import (
+        OperationClosed,
+        OperationInput,
+        OperationLate,
+        OperationProgress,
+        OperationStop,
+    )
     from models.operations import (
         Attempts,
         DeviceRequest,
@@ -103,6 +110,10 @@ class OperationWorkflow:
         self._handed_out = False
         self._late_window_open = False
         self._reports: list[asyncio.Task[None]] = []
+        # Set by the job: cancel (the job was cancelled, or reached its deadline), and hold (the
+        # job is paused: nothing more is sent to the device).
+        self._stop: OperationStop | None = None
+        self._held = False
 
     # --- reads and inputs ---
 
@@ -123,6 +134,15 @@ class OperationWorkflow:
         if response.result_code is not None and self._final is None:
             self._final = response
 
+    @workflow.signal
+    def stop(self, stop: OperationStop) -> None:
+        if self._stop is None:
+            self._stop = stop
+
+    @workflow.signal
+    def hold(self, held: bool) -> None:
+        self._held = held
+
     @workflow.update
     def hand_out(self) -> DeviceRequest:
         """The device polled for pending work: hand it this operation's request, once."""
@@ -134,6 +154,8 @@ class OperationWorkflow:
     def _can_hand_out(self) -> None:
         if self._op.status != OperationStatus.WAITING_FOR_CONNECTION or self._handed_out:
             raise ValueError(f"operation is {self._op.status.value}, not waiting for the device")
+        if self._held or self._stop is not None:
+            raise ValueError("the job of this operation is paused or stopping")
 
     # --- the run ---
 
@@ -144,11 +166,12 @@ class OperationWorkflow:
         while True:
             attempt += 1
             timed_out = await self._attempt(attempt)
-            if self._cancel_reason in (CancelReason.BY_ENGINE,) or not params.should_retry(
-                attempt, self._op.result, timed_out
-            ):
+            if self._stop is not None or self._cancel_reason is CancelReason.BY_ENGINE:
+                break  # stopped by the job, or the engine gave up: no retry
+            if not params.should_retry(attempt, self._op.result, timed_out):
                 break
-            await workflow.sleep(timedelta(milliseconds=params.retries_delay))
+            if await self._wait(lambda: False, timedelta(milliseconds=params.retries_delay)):
+                break
         await self._close()
         if self._cancel_reason == CancelReason.BY_TIMEOUT:
             await self._take_late_answer()
@@ -168,7 +191,7 @@ class OperationWorkflow:
             self._set_status(OperationStatus.PENDING_EXECUTION)
 
         delivered = await self._deliver(now + timedelta(milliseconds=params.connection_timeout))
-        if delivered is None:
+        if delivered is None or self._stopped():
             return False
         if delivered.delivery is Delivery.ANSWERED and delivered.response is not None:
             self._final = delivered.response
@@ -180,14 +203,13 @@ class OperationWorkflow:
 
         if self._final is None:
             self._set_status(OperationStatus.STARTED)
-            try:
-                await workflow.wait_condition(
-                    lambda: self._final is not None,
-                    timeout=timedelta(milliseconds=params.timeout),
-                )
-            except TimeoutError:
+            timeout = timedelta(milliseconds=params.timeout)
+            if not await self._wait(lambda: self._final is not None, timeout):
                 self._cancel(CancelReason.BY_TIMEOUT, "no final answer within the timeout")
                 return True
+            if self._final is None:  # stopped by the job while the device works on it
+                self._stopped()
+                return False
         self._record_final()
         return False
 
@@ -195,6 +217,10 @@ class OperationWorkflow:
         """Push the request until the device takes it; None when the device never did."""
         backoff = FIRST_PUSH_BACKOFF
         while True:
+            # While the job is paused nothing is sent; a stopped operation is never sent.
+            await workflow.wait_condition(lambda: not self._held or self._stop is not None)
+            if self._stopped():
+                return None
             sent = await self._push()
             if sent.delivery is not Delivery.UNREACHABLE or self._final is not None:
                 return sent
@@ -204,16 +230,34 @@ class OperationWorkflow:
             if remaining <= timedelta(0):
                 self._give_up(f"device unreachable until the connection deadline ({sent.detail})")
                 return None
-            try:
-                await workflow.wait_condition(
-                    lambda: self._handed_out or self._final is not None,
-                    timeout=min(backoff, remaining),
-                )
-            except TimeoutError:
+            if not await self._wait(self._device_has_it, min(backoff, remaining)):
                 backoff = min(backoff * 2, MAX_PUSH_BACKOFF)
                 continue
+            if self._stopped():
+                return None
             # Handed out on a poll (or answered directly): the device has the request.
             return SendRequestResult(delivery=Delivery.ACCEPTED)
+
+    def _device_has_it(self) -> bool:
+        return self._handed_out or self._final is not None
+
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
+        """Wait for ``condition`` or a stop from the job; False when the timeout ran out."""
+        try:
+            await workflow.wait_condition(
+                lambda: condition() or self._stop is not None, timeout=timeout
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    def _stopped(self) -> bool:
+        """Whether the job stopped this operation; if so it is now cancelled."""
+        if self._stop is None:
+            return False
+        if not self._op.status.is_closed:
+            self._cancel(self._stop.reason, self._stop.description)
+        return True
 
     async def _push(self) -> SendRequestResult:
         params = self._input.operation_parameters

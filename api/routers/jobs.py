@@ -9,23 +9,26 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
-from temporalio.client import Client, WorkflowExecution
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import InventoryDep, Reader, SettingsDep, TemporalDep, Writer
-from api.errors import ApiError
+from api.errors import ApiError, ErrorCode, validation_error
 from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
 from api.visibility import PageRequest, all_of, equals, list_page
 from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
 from models.enums import JobStatus
-from models.jobs import Job, JobList, JobReport, JobRequest, Page
+from models.jobs import Job, JobList, JobPatchEnvelope, JobReport, JobRequest, Page
 from models.messages import (
     JOB_REPORT_MEMO,
     JOB_REQUEST_MEMO,
     JOB_TASK_MEMO,
+    JobChange,
     JobState,
 )
 from models.operations import Operation, OperationList
+from workflows.job import TRANSITION_ERROR, JobWorkflow
 from workflows.operation import OPERATION_MEMO
 
 router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"])
@@ -44,10 +47,6 @@ async def create_job(
     body: Annotated[Any, Body()] = None,
 ) -> Job:
     request = await accept_request(parse_envelope(body), key, inventory)
-    if not request.active:
-        raise ApiError(
-            400, "Inactive (IDLE) jobs are not supported yet", context=[("active", "false")]
-        )
     input = job_input(request, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
     await start_job(client, settings, input)
     response.headers["Location"] = f"/north/v80/operation/jobs/{input.job_id}"
@@ -134,3 +133,48 @@ async def list_jobs(
     executions, pages = await list_page(client, query, PageRequest(start, size))
     jobs = await asyncio.gather(*(job_of(e) for e in executions))
     return JobList(jobs=list(jobs), page=Page(number=start, of=pages))
+
+
+async def change_job(client: Client, job_id: str, change: JobChange) -> Job:
+    """Send a change to a job; a transition its life cycle forbids is 400 code 1015."""
+    await read_job(client, job_id)  # 404 for an unknown job
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
+    try:
+        return await handle.execute_update(JobWorkflow.change, change)
+    except WorkflowUpdateFailedError as exc:
+        message = getattr(exc.cause, "message", str(exc.cause))
+        if message == TRANSITION_ERROR:
+            raise ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION) from exc
+        raise ApiError(400, message, context=[("jobId", job_id)]) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the job's workflow has closed
+            raise ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION) from exc
+        raise
+
+
+@router.put("/{job_id}", response_model_exclude_none=True)
+async def update_job(
+    job_id: str, _: Writer, client: TemporalDep, body: Annotated[Any, Body()] = None
+) -> Job:
+    job_id = _job_id(job_id)
+    try:
+        patch = JobPatchEnvelope.model_validate(body).job.request
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+    current = await read_job(client, job_id)
+    if current.report.summary.status.is_closed:
+        raise ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION)
+    try:
+        request = patch.applied_to(current.request)
+    except (ValueError, ValidationError) as exc:
+        raise ApiError(400, f"Invalid change: {exc}", context=[("job.request", str(exc))]) from exc
+    return await change_job(client, job_id, JobChange(request=request))
+
+
+@router.delete("/{job_id}", response_model_exclude_none=True)
+async def cancel_job(job_id: str, _: Writer, client: TemporalDep) -> Job:
+    job_id = _job_id(job_id)
+    current = await read_job(client, job_id)
+    if current.report.summary.status.is_closed:
+        raise ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION)
+    return await change_job(client, job_id, JobChange(cancel=True))
