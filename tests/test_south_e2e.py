@@ -281,3 +281,18 @@ async def test_bad_device_answers_are_4xx_and_harmless(stack: Stack) -> None:
     assert (await stack.api.post(url, json=good, headers=key)).status_code == 200
     done = await stack.wait_finished(job["id"])
     assert done["report"]["summary"]["finished"]["successful"] == 1
+
+
+async def test_a_flaky_device_is_pushed_again_until_it_takes_the_request(stack: Stack) -> None:
+    device = (await stack.provision(1))[0]["id"]
+    # More failures than one push retries (3): the operation waits for connection, then the
+    # engine pushes again after its back-off.
+    await stack.sim.put(f"/sim/devices/{device}", json={"http_fail_first": 4})
+    job = await stack.create_job(
+        {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": [device]}}}
+    )
+    done = await stack.wait_finished(job["id"], timeout=60)
+    assert done["report"]["summary"]["finished"]["successful"] == 1
+    assert stack.fleet.http_failures[device] == 4
+    stats = (await stack.sim.get("/sim/stats")).json()
+    assert stats["requests"] == 1 and stats["duplicates"] == 0

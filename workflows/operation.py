@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
@@ -264,18 +265,22 @@ class OperationWorkflow:
         wait_ms = params.ack_timeout or params.timeout
         answer_timeout = min(timedelta(milliseconds=wait_ms), MAX_HTTP_WAIT)
         assert self._request is not None
-        return await workflow.execute_activity_method(
-            DeviceActivities.send_request,
-            SendRequestInput(
-                operation_id=self._input.operation_id,
-                device_id=self._input.device.id,
-                address=self._input.device.address,
-                request=self._request,
-                answer_timeout_s=answer_timeout.total_seconds(),
-            ),
-            start_to_close_timeout=answer_timeout + timedelta(seconds=10),
-            retry_policy=SEND_RETRY,
-        )
+        try:
+            return await workflow.execute_activity_method(
+                DeviceActivities.send_request,
+                SendRequestInput(
+                    operation_id=self._input.operation_id,
+                    device_id=self._input.device.id,
+                    address=self._input.device.address,
+                    request=self._request,
+                    answer_timeout_s=answer_timeout.total_seconds(),
+                ),
+                start_to_close_timeout=answer_timeout + timedelta(seconds=10),
+                retry_policy=SEND_RETRY,
+            )
+        except ActivityError as err:
+            # The device kept failing (5xx): like an unreachable device, it is tried again later.
+            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=str(err.cause or err))
 
     # --- state changes ---
 
