@@ -60,6 +60,12 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
     return ApiKey(id=row.id, name=row.name, role=Role(row.role), device_id=row.device_id)
 
 
+def _north_key(key_id: str, name: str, role: Role, secret_hash: str) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=key_id, name=name, role=role.value, secret_hash=secret_hash, created_at=datetime.now(UTC)
+    )
+
+
 class Inventory:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -219,15 +225,7 @@ class Inventory:
     async def create_key(self, name: str, role: Role) -> NewApiKey:
         key_id, secret, secret_hash = keys.new_key()
         async with self.session() as session:
-            session.add(
-                ApiKeyRow(
-                    id=key_id,
-                    name=name,
-                    role=role.value,
-                    secret_hash=secret_hash,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            session.add(_north_key(key_id, name, role, secret_hash))
             await session.commit()
         return NewApiKey(id=key_id, name=name, role=role, api_key=secret)
 
@@ -238,15 +236,7 @@ class Inventory:
             raise ValueError("a configured key has the form <id>.<secret>")
         async with self.session() as session:
             if await session.get(ApiKeyRow, key_id) is None:
-                session.add(
-                    ApiKeyRow(
-                        id=key_id,
-                        name=name,
-                        role=role.value,
-                        secret_hash=secret_hash,
-                        created_at=datetime.now(UTC),
-                    )
-                )
+                session.add(_north_key(key_id, name, role, secret_hash))
                 await session.commit()
 
     async def has_admin(self) -> bool:
