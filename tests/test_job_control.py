@@ -337,3 +337,25 @@ async def test_search_jobs_and_operations_history(stack: Stack) -> None:
     assert (await search({"filter": sneaky_ops}, "operations"))["operations"] == []
     bad = await stack.api.post("/north/v80/search/jobs", json={"filter": {"like": {"jobId": "x"}}})
     assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == 1001
+
+
+async def test_rollout_aborts_on_its_failure_threshold(stack: Stack) -> None:
+    devices = sorted(d["id"] for d in await stack.provision(10, tags=["canary"]))
+    for device in devices[:3]:  # the first devices started (id order) all fail
+        await stack.sim.put(f"/sim/devices/{device}", json={"result_code": "ERROR_PROCESSING"})
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"tags": ["canary"]}},
+            "rollout": {
+                "maxConcurrency": 1,
+                "abort": {"failureThresholdPercent": 50, "minExecuted": 3},
+            },
+        }
+    )
+    done = await stack.wait_finished(job["id"])
+    summary = done["report"]["summary"]
+    assert summary["finished"]["error"] == 3
+    assert summary["finished"]["cancelled"]["byEngine"] == 7
+    assert summary["total"] == 10
+    assert await requests_seen(stack) == 3

@@ -296,3 +296,33 @@ async def test_a_flaky_device_is_pushed_again_until_it_takes_the_request(stack: 
     assert stack.fleet.http_failures[device] == 4
     stats = (await stack.sim.get("/sim/stats")).json()
     assert stats["requests"] == 1 and stats["duplicates"] == 0
+
+
+async def test_a_burst_of_partial_answers_loses_none_and_keeps_order(stack: Stack) -> None:
+    device = (await stack.provision(1))[0]["id"]
+    await stack.sim.put(f"/sim/devices/{device}", json={"mode": "silent"})
+    job = await stack.create_job(
+        {
+            "name": "UPDATE",
+            "parameters": {"bundleName": "fw", "bundleVersion": "3"},
+            "target": {"append": {"entities": [device]}},
+        }
+    )
+    operation = await only_operation(stack, job["id"], "STARTED")
+    key = {"X-ApiKey": stack.fleet.keys[device]}
+    names = [f"STEP_{i:02d}" for i in range(25)]
+    for name in names:  # one after the other, as fast as the API takes them
+        answer = await stack.api.post(
+            south(device, "response"),
+            json=answer_body(operation["operationId"], device, None, [name]),
+            headers=key,
+        )
+        assert answer.status_code == 200
+    final = answer_body(operation["operationId"], device, "SUCCESSFUL", ["STEP_03"])
+    assert (
+        await stack.api.post(south(device, "response"), json=final, headers=key)
+    ).status_code == 200
+    await stack.wait_finished(job["id"])
+    done = await only_operation(stack, job["id"], "FINISHED")
+    # Every step kept, in arrival order; the final answer's STEP_03 replaced the earlier one.
+    assert [s["name"] for s in done["steps"]] == names

@@ -135,3 +135,18 @@ async def test_retries_wait_their_delay(skipping: WorkflowEnvironment, tmp_path:
     # Two retry delays of 30 minutes passed in workflow time, not in real time.
     assert duration(job) >= timedelta(hours=1)
     assert times[-1] - times[0] < 60
+
+
+async def test_max_per_minute_paces_the_starts(
+    skipping: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    fleet = Fleet(device_ids={f"paced-{i}" for i in range(5)})
+    job = await run_job(
+        skipping.client,
+        tmp_path,
+        fleet,
+        {"name": "REBOOT_EQUIPMENT", "rollout": {"maxPerMinute": 2}},
+    )
+    assert job.report.summary.finished.successful == 5
+    # 2 + 2 + 1 starts: the last one waits for the third one-minute window.
+    assert timedelta(minutes=2) <= duration(job) < timedelta(minutes=3)
