@@ -359,3 +359,33 @@ async def test_rollout_aborts_on_its_failure_threshold(stack: Stack) -> None:
     assert summary["finished"]["cancelled"]["byEngine"] == 7
     assert summary["total"] == 10
     assert await requests_seen(stack) == 3
+
+
+async def test_a_running_job_takes_appended_and_drops_removed_devices(stack: Stack) -> None:
+    devices = sorted(d["id"] for d in await stack.provision(5))
+    await stack.sim.put("/sim/default", json={"mode": "sync", "delay_ms": 400})
+    job = await stack.create_job(
+        {
+            "name": "REFRESH_INFO",
+            "target": {"append": {"entities": devices[:4]}},
+            "rollout": {"maxConcurrency": 1},
+        }
+    )
+
+    async def first_sent() -> None:
+        assert await requests_seen(stack) >= 1
+
+    await eventually(first_sent, interval=0.05)
+    change = {"append": {"entities": [devices[4]]}, "remove": {"entities": [devices[3]]}}
+    answer = await stack.api.put(
+        JOBS + f"/{job['id']}", json={"job": {"request": {"target": change}}}
+    )
+    assert answer.status_code == 200, answer.text
+    done = await stack.wait_finished(job["id"])
+    reached = [
+        d["device_id"] for d in (await stack.sim.get("/sim/deliveries")).json()["deliveries"]
+    ]
+    assert sorted(reached) == sorted([*devices[:3], devices[4]])
+    assert done["report"]["summary"]["total"] == 4
+    assert done["report"]["summary"]["finished"]["successful"] == 4
+    assert done["request"]["target"]["append"]["entities"] == [*devices[:3], devices[4]]

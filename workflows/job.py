@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         InventoryActivities,
         ReadTargetsInput,
         TargetPage,
+        unique_listed,
     )
     from core.temporal import (
         ENTITY_ID,
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.devices import Device
     from models.enums import CancelReason, JobStatus, OperationStatus
-    from models.jobs import Job, TargetSelection
+    from models.jobs import Job, JobTarget, TargetSelection
     from models.messages import (
         JOB_REPORT_MEMO,
         JOB_REQUEST_MEMO,
@@ -151,7 +152,10 @@ class JobWorkflow:
             state.stopping = CancelReason.BY_USER
         elif change.request is not None:
             was_active = self._input.request.active
+            old_target = self._input.request.target
             self._input = self._input.model_copy(update={"request": change.request})
+            if state.cursor.counted and change.request.target != old_target:
+                self._retarget_running(old_target)
             workflow.upsert_memo({JOB_REQUEST_MEMO: change.request})
             if was_active != change.request.active and state.status in _RUNNING:
                 self._set_status(
@@ -163,6 +167,22 @@ class JobWorkflow:
         self._dirty = True
         return self.job()
 
+    def _retarget_running(self, old_target: JobTarget | None) -> None:
+        """A started job's list of entities changed: ids appended run later, ids removed that
+        were not started yet never run. The cursor keeps pointing past the started ids (their
+        order is kept, appended ids come last), and the page in memory is read again."""
+        assert old_target is not None and old_target.append is not None
+        old_ids, _ = unique_listed(old_target.append)
+        new_ids, _ = unique_listed(self._selection)
+        cursor = self._state.cursor
+        started = set(old_ids[: cursor.next_index])
+        cursor.next_index = sum(1 for device_id in new_ids if device_id in started)
+        gone_unstarted = len(set(old_ids) - set(new_ids) - started)
+        counts = self._state.counts
+        counts.add(Bucket.SCHEDULED, -min(gone_unstarted, counts[Bucket.SCHEDULED]))
+        self._page = []
+        cursor.exhausted = False
+
     @change.validator
     def _check_change(self, change: JobChange) -> None:
         status = self._state.status
@@ -171,8 +191,8 @@ class JobWorkflow:
         retargeted = change.request is not None and (
             change.request.target != self._input.request.target
         )
-        if retargeted and status not in (JobStatus.IDLE, JobStatus.SCHEDULED):
-            raise ValueError("the target of a job changes only before the job starts")
+        if retargeted and self._state.cursor.counted and self._selection.tags:
+            raise ValueError("the tags of a started job do not change; create another job")
 
     # --- the run ---
 
