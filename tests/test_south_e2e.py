@@ -326,3 +326,26 @@ async def test_a_burst_of_partial_answers_loses_none_and_keeps_order(stack: Stac
     done = await only_operation(stack, job["id"], "FINISHED")
     # Every step kept, in arrival order; the final answer's STEP_03 replaced the earlier one.
     assert [s["name"] for s in done["steps"]] == names
+
+
+async def test_ack_timeout_bounds_the_wait_for_the_device(stack: Stack) -> None:
+    device = (await stack.provision(1))[0]["id"]
+    # The device takes 5 s to answer the push; with ackTimeout 500 ms the engine stops waiting,
+    # the operation waits for connection, and the device's own answer closes it.
+    await stack.sim.put(f"/sim/devices/{device}", json={"mode": "sync", "delay_ms": 5000})
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"entities": [device]}},
+            "operationParameters": {"ackTimeout": 500},
+        }
+    )
+    operation = await only_operation(stack, job["id"], "WAITING_FOR_CONNECTION")
+    answer = await stack.api.post(
+        south(device, "response"),
+        json=answer_body(operation["operationId"], device, "SUCCESSFUL"),
+        headers={"X-ApiKey": stack.fleet.keys[device]},
+    )
+    assert answer.status_code == 200
+    done = await stack.wait_finished(job["id"])
+    assert done["report"]["summary"]["finished"]["successful"] == 1
