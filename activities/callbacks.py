@@ -9,25 +9,16 @@ import math
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from core.temporal import JOB_ID
+from models.messages import CallbackInput
 from models.operations import Operation
 
 # The first page of operations a finished callback carries.
 RESULT_PAGE_SIZE = 100
-
-
-class CallbackInput(BaseModel):
-    url: str
-    event: str  # JOB_INITIATED | JOB_STARTED | JOB_FINISHED
-    delivery_id: str
-    payload: dict[str, Any]
-    # JOB_FINISHED: the first page of the job's operations is added under job.result.
-    job_id: str | None = None
 
 
 def signature(secret: str, body: bytes) -> str:

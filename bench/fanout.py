@@ -392,7 +392,7 @@ async def measure_stack(
 
     try:
         # The API first: it creates the inventory schema the workers and the simulator rely on.
-        api, api_port, _ = await start_listening(processes, spawn_api, _api_ready, "the API")
+        api, api_port, _ = await start_listening(processes, spawn_api, api_ready, "the API")
         api_url = f"http://{HOST}:{api_port}"
         workers = [
             processes.start(f"worker-{i}", [py, "-m", "worker"], env)
@@ -406,7 +406,7 @@ async def measure_stack(
             sim, sim_port, _ = await start_listening(
                 processes,
                 spawn_simulator,
-                lambda _: _provisioned(http, args.devices),
+                lambda _: provisioned_count(http, args.devices),
                 f"the simulator and its {args.devices} devices",
             )
             for process in [server, api, *workers]:
@@ -419,7 +419,7 @@ async def measure_stack(
         processes.stop(started)
 
 
-async def _api_ready(port: int) -> bool | None:
+async def api_ready(port: int) -> bool | None:
     with contextlib.suppress(httpx.TransportError):
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=5) as http:
             if (await http.get("/health/ready")).status_code == 200:
@@ -427,7 +427,7 @@ async def _api_ready(port: int) -> bool | None:
     return None
 
 
-async def _provisioned(http: httpx.AsyncClient, count: int) -> int | None:
+async def provisioned_count(http: httpx.AsyncClient, count: int) -> int | None:
     answer = await http.get("/north/v80/provision/devices", params={"tag": TAG, "size": 1})
     answer.raise_for_status()
     page = answer.json()
@@ -597,15 +597,11 @@ def snapshot_source(workdir: Path) -> Path:
     return target
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> tuple[StackResult, CeilingResult | None]:
-    source = REPO if args.in_place else snapshot_source(workdir)
-    processes = Processes(workdir / "logs", source)
-    _, admin_key, _ = new_key()
-    settings = Settings(
-        task_queue=STACK_QUEUE,
-        database_url=f"sqlite+aiosqlite:///{workdir / 'inventory.db'}",
-        bootstrap_admin_key=admin_key,
-    )
+async def start_dev_server(
+    processes: Processes, workdir: Path, settings: Settings
+) -> tuple[Process, Client]:
+    """A Temporal dev server on a free port (SQLite in ``workdir``, WAL, the project's search
+    attributes); ``settings.temporal_address`` is set to it."""
 
     def spawn_server(port: int) -> Process:
         return processes.start(
@@ -623,10 +619,24 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[StackResult, Cei
         settings.temporal_address = f"{HOST}:{port}"
         return await try_connect(settings)
 
+    server, _, client = await start_listening(
+        processes, spawn_server, server_ready, "the Temporal dev server"
+    )
+    return server, client
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> tuple[StackResult, CeilingResult | None]:
+    source = REPO if args.in_place else snapshot_source(workdir)
+    processes = Processes(workdir / "logs", source)
+    _, admin_key, _ = new_key()
+    settings = Settings(
+        task_queue=STACK_QUEUE,
+        database_url=f"sqlite+aiosqlite:///{workdir / 'inventory.db'}",
+        bootstrap_admin_key=admin_key,
+    )
+
     try:
-        server, _, client = await start_listening(
-            processes, spawn_server, server_ready, "the Temporal dev server"
-        )
+        server, client = await start_dev_server(processes, workdir, settings)
         print(f"temporal dev server on {settings.temporal_address}; logs in {workdir / 'logs'}")
         stack = await measure_stack(args, processes, server, client, settings, admin_key)
         print_stack(stack)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.client import Client
 
 from bench.fanout import (
     HOST,
@@ -52,20 +51,17 @@ from bench.fanout import (
     CpuMeter,
     Process,
     Processes,
-    _api_ready,
-    _provisioned,
+    api_ready,
     code_version,
     eventually,
-    find_temporal,
     fleet_env,
-    free_port,
+    provisioned_count,
     snapshot_source,
+    start_dev_server,
     start_listening,
-    try_connect,
     wait_for_pollers,
 )
 from core.settings import Settings
-from core.temporal import dev_server_search_attribute_args
 from inventory.keys import new_key
 
 QUEUE = "bench-pause"
@@ -130,26 +126,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Repeat], Cp
     )
     py = sys.executable
 
-    def spawn_server(port: int) -> Process:
-        return processes.start(
-            "temporal",
-            [find_temporal(), "server", "start-dev", "--headless", "--ip", HOST,
-             "--port", str(port), "--http-port", str(free_port()),
-             "--metrics-port", str(free_port()),
-             "--db-filename", str(workdir / "temporal.db"),
-             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-             *dev_server_search_attribute_args(), "--log-level", "error"],
-            dict(os.environ),
-        )  # fmt: skip
-
-    async def server_ready(port: int) -> Client | None:
-        settings.temporal_address = f"{HOST}:{port}"
-        return await try_connect(settings)
-
     try:
-        server, _, client = await start_listening(
-            processes, spawn_server, server_ready, "the Temporal dev server"
-        )
+        server, client = await start_dev_server(processes, workdir, settings)
         print(f"temporal dev server on {settings.temporal_address}; logs in {workdir / 'logs'}")
         env = fleet_env(
             temporal_address=settings.temporal_address,
@@ -168,7 +146,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Repeat], Cp
             )  # fmt: skip
 
         # The API first: it creates the inventory schema the workers and the simulator rely on.
-        api, api_port, _ = await start_listening(processes, spawn_api, _api_ready, "the API")
+        api, api_port, _ = await start_listening(processes, spawn_api, api_ready, "the API")
         api_url = f"http://{HOST}:{api_port}"
         workers = [
             processes.start(f"worker-{i}", [py, "-m", "worker"], env)
@@ -191,7 +169,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Repeat], Cp
             sim, sim_port, _ = await start_listening(
                 processes,
                 spawn_simulator,
-                lambda _: _provisioned(http, args.devices),
+                lambda _: provisioned_count(http, args.devices),
                 f"the simulator and its {args.devices} devices",
             )
             alive = [server, api, *workers, sim]

@@ -38,6 +38,17 @@ class TargetCursor(BaseModel):
     exhausted: bool = False
 
 
+class CallbackInput(BaseModel):
+    """One callback delivery (SPEC 6); its id stays the same across retries and runs."""
+
+    url: str
+    event: str  # JOB_INITIATED | JOB_STARTED | JOB_FINISHED
+    delivery_id: str
+    payload: dict[str, Any]
+    # JOB_FINISHED: the first page of the job's operations is added under job.result.
+    job_id: str | None = None
+
+
 class JobState(BaseModel):
     """Everything a job carries from one run to the next when it continues-as-new."""
 
@@ -60,6 +71,9 @@ class JobState(BaseModel):
     pace_window_start: datetime | None = None
     pace_started: int = 0
     callbacks_sent: list[str] = []
+    # Callbacks not delivered yet, oldest first: delivered one at a time, so receivers get the
+    # events in order, and carried over a continue-as-new.
+    callback_queue: list[CallbackInput] = []
     runs: int = 1
 
 

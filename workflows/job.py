@@ -22,7 +22,7 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.callbacks import CallbackActivities, CallbackInput
+    from activities.callbacks import CallbackActivities
     from activities.inventory import (
         CountTargetsInput,
         InventoryActivities,
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from models.messages import (
         JOB_REPORT_MEMO,
         JOB_REQUEST_MEMO,
+        CallbackInput,
         JobChange,
         JobInput,
         JobState,
@@ -101,7 +102,6 @@ class JobWorkflow:
         self._dirty = False
         # Bumped by every change, so waits re-read the request.
         self._revision = 0
-        self._callbacks: set[asyncio.Task[None]] = set()
 
     # --- reads and inputs ---
 
@@ -200,6 +200,7 @@ class JobWorkflow:
     async def run(self, input: JobInput) -> Job:
         state = self._state
         publisher = asyncio.create_task(self._publish_while_running())
+        deliverer = asyncio.create_task(self._deliver_callbacks())
         if state.execution.activated_date is None:
             state.execution.activated_date = self._input.created_at
         if await self._wait_for_start() and not state.cursor.counted:
@@ -222,9 +223,10 @@ class JobWorkflow:
         self._callback("JOB_FINISHED")
         # A receiver that never answers costs the job nothing: its status is already final.
         await workflow.wait_condition(
-            lambda: not self._callbacks and workflow.all_handlers_finished()
+            lambda: not state.callback_queue and workflow.all_handlers_finished()
         )
         publisher.cancel()
+        deliverer.cancel()
         self._publish()
         return self.job()
 
@@ -432,9 +434,16 @@ class JobWorkflow:
             payload=payload,
             job_id=self._input.job_id if event == "JOB_FINISHED" else None,
         )
-        task = asyncio.create_task(self._deliver(delivery))
-        self._callbacks.add(task)
-        task.add_done_callback(self._callbacks.discard)
+        state.callback_queue.append(delivery)
+
+    async def _deliver_callbacks(self) -> None:
+        """Deliver queued callbacks one at a time, in order. A run that continues-as-new drops
+        the delivery in flight; the next run sends it again with the same delivery id."""
+        queue = self._state.callback_queue
+        while True:
+            await workflow.wait_condition(lambda: bool(queue))
+            await self._deliver(queue[0])
+            queue.pop(0)
 
     async def _deliver(self, delivery: CallbackInput) -> None:
         try:
@@ -583,9 +592,7 @@ class JobWorkflow:
 
     async def _continue_as_new(self) -> None:
         # Every start must be acknowledged before this run ends, and every signal handled.
-        await workflow.wait_condition(
-            lambda: not self._starts and not self._callbacks and workflow.all_handlers_finished()
-        )
+        await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
         if self._page:
             # The rest of the page is read again from the cursor by the next run.
             self._state.cursor.exhausted = False
