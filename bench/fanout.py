@@ -787,17 +787,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Read at the start: the processes import the working tree as it is when they start.
-    args.code_version = code_version()
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+def run_bench(
+    args: argparse.Namespace,
+    prefix: str,
+    measure: Callable[[Path], Awaitable[list[str]]],
+) -> int:
+    """Run ``measure`` in a fresh run directory and turn its failed checks into an exit code:
+    0 all good, 1 a check failed, 2 the bench itself failed, 130 interrupted."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     (workdir / "logs").mkdir()
     code = 2
     try:
-        stack, ceiling = asyncio.run(_main(args, workdir))
-        print_table(args, stack, ceiling)
-        problems = check(args, stack, ceiling)
+        problems = asyncio.run(_cancelled_by_sigterm(measure(workdir)))
         for problem in problems:
             print(f"CHECK FAILED: {problem}", file=sys.stderr)
         code = 1 if problems else 0
@@ -815,14 +816,25 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-async def _main(
-    args: argparse.Namespace, workdir: Path
-) -> tuple[StackResult, CeilingResult | None]:
+async def _cancelled_by_sigterm(measurement: Awaitable[list[str]]) -> list[str]:
     # SIGTERM cancels the run like Ctrl-C does, so the processes are stopped either way.
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run(args, workdir)
+    return await measurement
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Read at the start: the processes import the working tree as it is when they start.
+    args.code_version = code_version()
+
+    async def measure(workdir: Path) -> list[str]:
+        stack, ceiling = await run(args, workdir)
+        print_table(args, stack, ceiling)
+        return check(args, stack, ceiling)
+
+    return run_bench(args, "fleet-bench-", measure)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,8 @@ import asyncio
 import os
 import platform
 import shlex
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +53,7 @@ from bench.fanout import (
     eventually,
     fleet_env,
     provisioned_count,
+    run_bench,
     snapshot_source,
     start_dev_server,
     start_listening,
@@ -400,35 +398,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.code_version = code_version()
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-bench-pause-"))
-    (workdir / "logs").mkdir()
-    code = 2
-    try:
-        repeats, cpu = asyncio.run(_main(args, workdir))
+
+    async def measure(workdir: Path) -> list[str]:
+        repeats, cpu = await run(args, workdir)
         print_table(args, repeats, cpu)
-        problems = [p for r in repeats for p in r.problems(args.devices)]
-        for problem in problems:
-            print(f"CHECK FAILED: {problem}", file=sys.stderr)
-        code = 1 if problems else 0
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: every process started was stopped", file=sys.stderr)
-        code = 130
-    finally:
-        if code or args.keep:
-            print(f"run directory (logs under logs/): {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return code
+        return [p for r in repeats for p in r.problems(args.devices)]
 
-
-async def _main(args: argparse.Namespace, workdir: Path) -> tuple[list[Repeat], CpuMeter]:
-    # SIGTERM cancels the run like Ctrl-C does, so the processes are stopped either way.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run(args, workdir)
+    return run_bench(args, "fleet-bench-pause-", measure)
 
 
 if __name__ == "__main__":

@@ -136,8 +136,8 @@ async def list_jobs(
 
 
 async def change_job(client: Client, job_id: str, change: JobChange) -> Job:
-    """Send a change to a job; a transition its life cycle forbids is 400 code 1015."""
-    await read_job(client, job_id)  # 404 for an unknown job
+    """Send a change to a job the caller has read (so it exists); a transition its life cycle
+    forbids is 400 code 1015."""
     handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
         return await handle.execute_update(JobWorkflow.change, change)

@@ -8,11 +8,13 @@ every value goes into the query as an escaped literal: user input never becomes 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field, ValidationError
+from temporalio.client import Client, WorkflowExecution
 
 from api.deps import Reader, TemporalDep
 from api.errors import ApiError, validation_error
@@ -103,18 +105,25 @@ def _value(name: str, attribute: str, value: Any, path: str) -> str:
     return literal(value)
 
 
+async def _search(
+    client: Client, body: Any, workflow_type: str, fields: dict[str, str]
+) -> tuple[Sequence[WorkflowExecution], int, int]:
+    """The executions of one page of a search, how many pages there are, and the page number."""
+    search = _parse(body)
+    clause = translate(search.filter, fields) if search.filter else None
+    query = all_of(f"WorkflowType = '{workflow_type}'", clause)
+    page = PageRequest(search.limit.start, search.limit.size)
+    executions, pages = await list_page(client, query, page)
+    return executions, pages, page.number
+
+
 @router.post("/jobs", response_model_exclude_none=True)
 async def search_jobs(
     _: Reader, client: TemporalDep, body: Annotated[Any, Body()] = None
 ) -> JobList:
-    search = _parse(body)
-    clause = translate(search.filter, JOB_FIELDS) if search.filter else None
-    query = all_of(f"WorkflowType = '{JOB_TYPE}'", clause)
-    executions, pages = await list_page(
-        client, query, PageRequest(search.limit.start, search.limit.size)
-    )
+    executions, pages, number = await _search(client, body, JOB_TYPE, JOB_FIELDS)
     jobs = await asyncio.gather(*(job_of(e) for e in executions))
-    return JobList(jobs=list(jobs), page=Page(number=search.limit.start, of=pages))
+    return JobList(jobs=list(jobs), page=Page(number=number, of=pages))
 
 
 @router.post("/entities/operations/history", response_model_exclude_none=True)
@@ -128,11 +137,6 @@ async def search_operations(
 ) -> OperationList:
     # flattened, utc and summary are accepted for OpenGate clients; answers are always nested
     # objects with UTC dates (docs/api.md).
-    search = _parse(body)
-    clause = translate(search.filter, OPERATION_FIELDS) if search.filter else None
-    query = all_of(f"WorkflowType = '{OPERATION_TYPE}'", clause)
-    executions, _pages = await list_page(
-        client, query, PageRequest(search.limit.start, search.limit.size)
-    )
+    executions, _pages, number = await _search(client, body, OPERATION_TYPE, OPERATION_FIELDS)
     operations = await asyncio.gather(*(operation_of(e) for e in executions))
-    return OperationList(operations=list(operations), page={"number": search.limit.start})
+    return OperationList(operations=list(operations), page={"number": number})
