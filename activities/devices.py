@@ -11,6 +11,10 @@ from temporalio.exceptions import ApplicationError
 
 from models.operations import DeviceRequest, DeviceResponse, DeviceResponseBody
 
+# A synchronous answer is a few steps of JSON: a device that sends more is not read further, so
+# no device can make a worker hold an unbounded body in memory.
+MAX_ANSWER_BYTES = 1024 * 1024
+
 
 class SendRequestInput(BaseModel):
     operation_id: str
@@ -46,32 +50,54 @@ class DeviceActivities:
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail="device has no address")
         url = f"{input.address.rstrip('/')}/v80/devices/{input.device_id}/operation/request"
         try:
-            answer = await self._http.post(
+            async with self._http.stream(
+                "POST",
                 url,
                 content=input.request.model_dump_json(exclude_none=True),
                 headers={"Content-Type": "application/json"},
                 timeout=httpx.Timeout(
                     input.answer_timeout_s, connect=min(5.0, input.answer_timeout_s)
                 ),
-            )
+            ) as answer:
+                if answer.status_code >= 500:
+                    # A device-side failure may pass: let the activity retry policy try again.
+                    raise ApplicationError(
+                        f"device answered HTTP {answer.status_code}", type="DeviceError"
+                    )
+                if answer.status_code >= 400:
+                    return SendRequestResult(
+                        delivery=Delivery.REJECTED,
+                        detail=f"device answered HTTP {answer.status_code}",
+                    )
+                content = await _read_capped(answer)
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             activity.logger.info("device %s unreachable: %r", input.device_id, exc)
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=type(exc).__name__)
-        if answer.status_code >= 500:
-            # A device-side failure may pass: let the activity retry policy try again.
-            raise ApplicationError(f"device answered HTTP {answer.status_code}", type="DeviceError")
-        if answer.status_code >= 400:
+        if content is None:
             return SendRequestResult(
-                delivery=Delivery.REJECTED, detail=f"device answered HTTP {answer.status_code}"
+                delivery=Delivery.REJECTED,
+                detail=f"answer larger than {MAX_ANSWER_BYTES} bytes",
             )
-        return _read_answer(answer, input.operation_id)
+        return _read_answer(content, input.operation_id)
 
 
-def _read_answer(answer: httpx.Response, operation_id: str) -> SendRequestResult:
-    if not answer.content.strip():
+async def _read_capped(answer: httpx.Response) -> bytes | None:
+    """The body of ``answer``, or None past ``MAX_ANSWER_BYTES`` (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_answer(content: bytes, operation_id: str) -> SendRequestResult:
+    if not content.strip():
         return SendRequestResult(delivery=Delivery.ACCEPTED)
     try:
-        body = DeviceResponse.model_validate_json(answer.content).operation.response
+        body = DeviceResponse.model_validate_json(content).operation.response
     except ValidationError as exc:
         return SendRequestResult(
             delivery=Delivery.REJECTED, detail=f"malformed answer: {exc.errors()[0]['msg']}"

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     target_page_size: int = Field(default=500, ge=1, le=5000)
 
     # How long an operation cancelled by timeout still records a late answer (SPEC 3.2).
-    late_answer_grace_ms: int = Field(default=300_000, ge=0)
+    late_answer_grace_ms: int = Field(default=300_000, ge=0, le=24 * 3600 * 1000)
 
     # Signs callback bodies (X-Signature: sha256=<HMAC>) when set.
     callback_secret: str = ""

@@ -6,11 +6,59 @@ The search attributes are declared here once and registered by the same code for
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import temporalio.api.common.v1
+from pydantic import TypeAdapter
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 
 from core.settings import Settings
+from models.bounds import STORED
+
+
+@functools.lru_cache(maxsize=1024)
+def _adapter(type_hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(type_hint)
+
+
+class _StoredJSONConverter(PydanticJSONPlainPayloadConverter):
+    """Pydantic JSON, read back under the ``STORED`` context: what Temporal holds was checked
+    when it came in, and a bound tightened since must not make it undecodable (a workflow
+    whose input cannot be decoded fails its task forever; models/bounds.py)."""
+
+    def from_payload(
+        self, payload: temporalio.api.common.v1.Payload, type_hint: type | None = None
+    ) -> Any:
+        hint: Any = Any if type_hint is None else type_hint
+        try:
+            adapter = _adapter(hint)
+        except TypeError:  # an unhashable type hint: not cached
+            adapter = TypeAdapter(hint)
+        return adapter.validate_json(payload.data, context=STORED)
+
+
+class _PayloadConverter(CompositePayloadConverter):
+    def __init__(self) -> None:
+        json_converter = _StoredJSONConverter()
+        super().__init__(
+            *(
+                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+# The one data converter of every client, worker and replayer.
+data_converter = DataConverter(payload_converter_class=_PayloadConverter)
 
 # Set on job workflows.
 OPERATION_NAME = SearchAttributeKey.for_keyword("OperationName")
@@ -47,7 +95,7 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
 
 

@@ -7,32 +7,41 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator
 
 from models.base import StrictWireModel, WireModel
+from models.bounds import MAX_ID, MAX_NAME, MAX_TAG, MAX_URL, items, text
 from models.enums import Role
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 ADDRESS_PATTERN = r"^https?://[^\s/]+(:\d+)?(/.*)?$"
 
 
+MAX_DEVICE_TAGS = 64
+
+
 def _clean_tags(tags: list[str]) -> list[str]:
-    if any(not t or len(t) > 128 for t in tags):
-        raise ValueError("tags are non-empty strings of at most 128 characters")
     return sorted(set(tags))
 
 
-Tags = Annotated[list[str], AfterValidator(_clean_tags)]
+Tags = Annotated[
+    list[Annotated[str, text(MAX_TAG, min_length=1)]],
+    items(MAX_DEVICE_TAGS),
+    AfterValidator(_clean_tags),
+]
+DeviceId = Annotated[str, text(MAX_ID), Field(pattern=DEVICE_ID_PATTERN)]
+DeviceType = Annotated[str, text(MAX_NAME, min_length=1)]
+Address = Annotated[str, text(MAX_URL), Field(pattern=ADDRESS_PATTERN)]
 
 
 class DeviceIn(StrictWireModel):
-    id: str = Field(pattern=DEVICE_ID_PATTERN)
-    type: str = "GATEWAY"
+    id: DeviceId
+    type: DeviceType = "GATEWAY"
     tags: Tags = []
-    address: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
+    address: Address | None = None
 
 
 class DeviceUpdate(StrictWireModel):
-    type: str | None = None
+    type: DeviceType | None = None
     tags: Tags | None = None
-    address: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
+    address: Address | None = None
 
 
 class Device(WireModel):
@@ -57,7 +66,7 @@ class BulkResult(WireModel):
 
 
 class ApiKeyIn(StrictWireModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: Annotated[str, text(MAX_ID, min_length=1)]
     role: Role
 
     @field_validator("role")

@@ -3,28 +3,55 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.bounds import (
+    MAX_PER_MINUTE,
+    MAX_RESULT_CODES,
+    MAX_TAGS,
+    MAX_URL,
+    Count,
+    DelayMillis,
+    FutureDate,
+    Id,
+    JsonObject,
+    Name,
+    Notes,
+    OperationMillis,
+    RetryDelayMillis,
+    Tag,
+    Text,
+    between,
+    is_stored,
+    items,
+)
 from models.enums import ResultCode
 from models.summary import JobSummary
 
 # A job that lists its devices carries them in its request (and so in the workflow input, which
 # Temporal caps at 2 MB). Larger fleets are targeted by tag, which is read page by page.
 MAX_LISTED_ENTITIES = 10_000
+CALLBACK_PATTERN = r"^https?://\S+$"
+# What a job's request may weigh, serialised. A job carries its request in its workflow input, in
+# its memo and, until delivered, in up to three queued callbacks: all of them travel in the input
+# of its next run, and Temporal refuses a payload over 2 MB.
+MAX_REQUEST_BYTES = 448 * 1024
 
 
 class EntityWithParameters(StrictWireModel):
-    id: str = Field(min_length=1)
-    parameters: dict[str, Any] = {}
+    id: Id
+    parameters: JsonObject = {}
 
 
 class TargetSelection(StrictWireModel):
-    entities: list[str] | None = None
-    tags: list[str] | None = None
-    entities_with_parameters: list[EntityWithParameters] | None = None
+    entities: Annotated[list[Id], items(MAX_LISTED_ENTITIES)] | None = None
+    tags: Annotated[list[Tag], items(MAX_TAGS)] | None = None
+    entities_with_parameters: (
+        Annotated[list[EntityWithParameters], items(MAX_LISTED_ENTITIES)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TargetSelection:
@@ -71,18 +98,17 @@ class JobTarget(StrictWireModel):
 
 
 class OperationParameters(StrictWireModel):
-    timeout: int = Field(
-        default=60_000, gt=0, description="ms for a device to finish an operation once sent"
+    timeout: OperationMillis = Field(
+        default=60_000, description="ms for a device to finish an operation once sent"
     )
-    ack_timeout: int | None = Field(
-        default=None, gt=0, description="ms for a device to acknowledge (answer) the request"
+    ack_timeout: OperationMillis | None = Field(
+        default=None, description="ms for a device to acknowledge (answer) the request"
     )
-    retries: int = Field(default=0, ge=0, le=100)
-    retries_delay: int = Field(default=0, ge=0, description="ms between two attempts")
-    retry_result_list: list[ResultCode] = []
-    connection_timeout: int = Field(
+    retries: Annotated[int, between(0, 100)] = 0
+    retries_delay: RetryDelayMillis = Field(default=0, description="ms between two attempts")
+    retry_result_list: Annotated[list[ResultCode], items(MAX_RESULT_CODES)] = []
+    connection_timeout: OperationMillis = Field(
         default=24 * 3600 * 1000,
-        gt=0,
         description="(beyond OpenGate) ms an operation waits for an unreachable device",
     )
 
@@ -98,15 +124,13 @@ class OperationParameters(StrictWireModel):
 class Moment(StrictWireModel):
     """``{"delayed": ms}`` (from the job's creation) or ``{"date": ISO}``."""
 
-    delayed: int | None = Field(default=None, ge=0)
-    date: datetime | None = None
+    delayed: DelayMillis | None = None
+    date: FutureDate | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> Moment:
         if (self.delayed is None) == (self.date is None):
             raise ValueError("give exactly one of delayed or date")
-        if self.date is not None and self.date.tzinfo is None:
-            raise ValueError("a date needs a time zone (e.g. 2026-11-22T10:15:30Z)")
         return self
 
     def resolve(self, since: datetime) -> datetime:
@@ -121,39 +145,47 @@ class JobSchedule(StrictWireModel):
 
 
 class RolloutAbort(StrictWireModel):
-    failure_threshold_percent: float = Field(gt=0, le=100)
-    min_executed: int = Field(default=1, ge=1)
+    failure_threshold_percent: float = Field(gt=0, le=100, allow_inf_nan=False)
+    min_executed: Count = 1
 
 
 class Rollout(StrictWireModel):
     """(beyond OpenGate) Pacing of a job and automatic stop of a bad rollout."""
 
-    max_concurrency: int | None = Field(default=None, ge=1, le=2000)
-    max_per_minute: int | None = Field(default=None, ge=1)
+    max_concurrency: Annotated[int, between(1, 2000)] | None = None
+    max_per_minute: Annotated[int, between(1, MAX_PER_MINUTE)] | None = None
     abort: RolloutAbort | None = None
 
 
 class JobRequest(StrictWireModel):
-    name: str = Field(min_length=1)
-    parameters: dict[str, Any] = {}
+    name: Name
+    parameters: JsonObject = {}
     target: JobTarget | None = None
     active: bool = True
     notify: bool = False
-    callback: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
-    user: str | None = None
-    user_notes: str | None = None
+    callback: str | None = Field(default=None, pattern=CALLBACK_PATTERN, max_length=MAX_URL)
+    user: Text | None = None
+    user_notes: Notes | None = None
     schedule: JobSchedule | None = None
     operation_parameters: OperationParameters = OperationParameters()
     rollout: Rollout | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> JobRequest:
+    def _consistent(self, info: ValidationInfo) -> JobRequest:
         if self.target is not None and (self.target.append is None or self.target.remove):
             raise ValueError('a job\'s target is {"append": {...}}')
         if self.active and self.target is None:
             raise ValueError("an active job needs a target")
         if self.callback:
             self.notify = True  # SPEC 3.1: a callback implies notify
+        if not is_stored(info):
+            size = len(self.model_dump_json(exclude_none=True))
+            if size > MAX_REQUEST_BYTES:
+                raise ValueError(
+                    f"the request takes {size} bytes, more than the {MAX_REQUEST_BYTES} one job "
+                    "can carry: target large fleets by tag instead of listing them, and keep "
+                    "per-device parameters and notes small"
+                )
         return self
 
 
@@ -162,8 +194,8 @@ class JobPatch(StrictWireModel):
 
     active: bool | None = None
     notify: bool | None = None
-    callback: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
-    user_notes: str | None = None
+    callback: str | None = Field(default=None, pattern=CALLBACK_PATTERN, max_length=MAX_URL)
+    user_notes: Notes | None = None
     schedule: JobSchedule | None = None
     target: JobTarget | None = None
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel
 
+from models.bounds import DAY_MS, between
 from models.devices import Device
 from models.enums import CancelReason, JobStatus, OperationStatus, ResultCode
 from models.jobs import (
@@ -19,16 +20,19 @@ from models.jobs import (
 )
 from models.summary import Bucket, JobSummary, OperationCounts
 
+# How long an operation cancelled by timeout still takes a late answer (ms).
+GraceMillis = Annotated[int, between(0, DAY_MS)]
+
 
 class FanOutSettings(BaseModel):
     """How a job fans out; fixed when the job is created so replays see the same values."""
 
-    window: int = 500
-    start_batch: int = 100
-    page_size: int = 500
+    window: Annotated[int, between(1, 2000)] = 500
+    start_batch: Annotated[int, between(1, 500)] = 100
+    page_size: Annotated[int, between(1, 5000)] = 500
     # Our own guards, below Temporal's hard limits (51,200 events, 10,000 signals per run).
-    max_history_events: int = 8_000
-    max_signals_per_run: int = 5_000
+    max_history_events: Annotated[int, between(100, 40_000)] = 8_000
+    max_signals_per_run: Annotated[int, between(100, 9_000)] = 5_000
 
 
 class TargetCursor(BaseModel):
@@ -75,6 +79,9 @@ class JobState(BaseModel):
     # events in order, and carried over a continue-as-new.
     callback_queue: list[CallbackInput] = []
     runs: int = 1
+    # Why the engine refused to run this job's request (one the API would refuse: it reached
+    # Temporal some other way); its targets are then counted cancelled by the engine.
+    rejected: str | None = None
 
 
 class JobInput(BaseModel):
@@ -85,7 +92,7 @@ class JobInput(BaseModel):
     task_id: str | None = None
     created_at: datetime | None = None
     fan_out: FanOutSettings = FanOutSettings()
-    late_answer_grace_ms: int = 300_000
+    late_answer_grace_ms: GraceMillis = 300_000
     state: JobState | None = None
 
     def view(self, state: JobState) -> Job:
@@ -135,7 +142,7 @@ class OperationInput(BaseModel):
     operation_parameters: OperationParameters
     activated_at: datetime
     # How long a timed-out operation still takes a late answer (recorded as out of time).
-    late_answer_grace_ms: int = 300_000
+    late_answer_grace_ms: GraceMillis = 300_000
 
 
 class OperationProgress(BaseModel):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.bounds import (
+    MAX_NAME,
+    MAX_STEPS,
+    Description,
+    EpochMillis,
+    Id,
+    Name,
+    Text,
+    items,
+    text,
+)
 from models.enums import OperationStatus, ResultCode, StepResult
 
 
@@ -74,20 +85,20 @@ class DeviceRequest(WireModel):
 
 
 class DeviceStep(StrictWireModel):
-    name: str = Field(min_length=1)
-    timestamp: int | None = None
+    name: Annotated[str, text(MAX_NAME * 2, min_length=1)]
+    timestamp: EpochMillis | None = Field(default=None, description="epoch milliseconds")
     result: StepResult
-    description: str | None = None
+    description: Description | None = None
 
 
 class DeviceResponseBody(StrictWireModel):
-    id: str = Field(min_length=1)
-    device_id: str = Field(min_length=1)
-    name: str | None = None
-    timestamp: int | None = None
+    id: Id
+    device_id: Id
+    name: Name | None = None
+    timestamp: EpochMillis | None = Field(default=None, description="epoch milliseconds")
     result_code: ResultCode | None = None
-    result_description: str | None = None
-    steps: list[DeviceStep] = []
+    result_description: Description | None = None
+    steps: Annotated[list[DeviceStep], items(MAX_STEPS)] = []
 
 
 class DeviceResponseOperation(StrictWireModel):
@@ -95,5 +106,5 @@ class DeviceResponseOperation(StrictWireModel):
 
 
 class DeviceResponse(StrictWireModel):
-    version: str = "1.0"
+    version: Text = "1.0"
     operation: DeviceResponseOperation

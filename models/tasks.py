@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
 from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.bounds import MAX_COUNT, MAX_SHORT_TEXT, Count, Date, Text, between, text
 from models.jobs import JobRequestEnvelope, Page
 
 
@@ -54,9 +55,20 @@ class TaskState(StrEnum):
     FINISHED = "FINISHED"
 
 
+# A period is at most a year long, in any unit.
+_MINUTES_IN_A_YEAR = 366 * 24 * 60
+_UNIT_MINUTES = {"MINUTES": 1, "HOURS": 60, "DAYS": 24 * 60}
+
+
 class Period(StrictWireModel):
-    each: int = Field(ge=1)
+    each: Annotated[int, between(1, _MINUTES_IN_A_YEAR)]
     unit: PeriodUnit
+
+    @model_validator(mode="after")
+    def _at_most_a_year(self) -> Period:
+        if self.each * _UNIT_MINUTES[self.unit.value] > _MINUTES_IN_A_YEAR:
+            raise ValueError("a period is at most 366 days long")
+        return self
 
 
 class Weekly(StrictWireModel):
@@ -80,7 +92,7 @@ _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)Z?$")
 class Pattern(StrictWireModel):
     """Daily at ``time`` unless one of weekly, monthly or yearly narrows the days."""
 
-    time: str
+    time: Text
     weekly: Weekly | None = None
     monthly: Monthly | None = None
     yearly: Yearly | None = None
@@ -117,12 +129,12 @@ class Repeating(StrictWireModel):
 
 
 class TaskStart(StrictWireModel):
-    date: datetime
+    date: Date
 
 
 class TaskStop(StrictWireModel):
-    date: datetime | None = None
-    executions: int | None = Field(default=None, ge=1)
+    date: Date | None = None
+    executions: Count | None = Field(default=None, description=f"at most {MAX_COUNT}")
 
     @model_validator(mode="after")
     def _one_of(self) -> TaskStop:
@@ -136,8 +148,8 @@ class TaskSchedule(StrictWireModel):
     stop: TaskStop | None = None
     repeating: Repeating | None = None
     # Beyond OpenGate: a standard 5-field cron expression, and the zone patterns and cron run in.
-    cron: str | None = None
-    timezone: str | None = None
+    cron: Annotated[str, text(MAX_SHORT_TEXT)] | None = None
+    timezone: Annotated[str, text(64)] | None = None
 
     @field_validator("start", "stop")
     @classmethod
@@ -147,11 +159,15 @@ class TaskSchedule(StrictWireModel):
         return value
 
 
+TaskName = Annotated[str, text(200, min_length=1)]
+TaskDescription = Annotated[str, text(2000)]
+
+
 class TaskDefinition(StrictWireModel):
     """What an operator sends to create a task, and what the engine keeps of it."""
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: TaskName
+    description: TaskDescription | None = None
     active: bool = True
     schedule: TaskSchedule
     job: JobRequestEnvelope
@@ -164,8 +180,8 @@ class TaskEnvelope(StrictWireModel):
 class TaskChanges(StrictWireModel):
     """The fields a PUT may change (SPEC 3.3); any other is a forbidden field."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: TaskName | None = None
+    description: TaskDescription | None = None
     active: bool | None = None
     schedule: TaskSchedule | None = None
 

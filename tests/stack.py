@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
+from core.temporal import SEARCH_ATTRIBUTES, data_converter
 from inventory.keys import new_key
 from simulator.app import create_app as create_simulator
 from simulator.fleet import Fleet
@@ -39,11 +39,9 @@ def find_binary(name: str) -> str:
 
 
 async def start_dev_server(extra_args: list[str] | None = None) -> WorkflowEnvironment:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
         ui=False,

@@ -12,11 +12,10 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
+from core.temporal import SEARCH_ATTRIBUTES, data_converter
 from inventory.store import Inventory
 from models.devices import DeviceIn
 from models.jobs import Job, JobRequest
@@ -33,7 +32,7 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     # One server per test: a server shared by these tests once stopped skipping time.
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
     async with env:
         # The time-skipping server hangs on unregistered custom search attributes.

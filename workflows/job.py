@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         OPERATION_STATUS,
         operation_workflow_id,
     )
+    from models.bounds import violations
     from models.devices import Device
     from models.enums import CancelReason, JobStatus, OperationStatus
     from models.jobs import Job, JobTarget, TargetSelection
@@ -193,6 +194,9 @@ class JobWorkflow:
         )
         if retargeted and self._state.cursor.counted and self._selection.tags:
             raise ValueError("the tags of a started job do not change; create another job")
+        problem = change.request and violations(change.request, workflow.now())
+        if problem:
+            raise ValueError(f"invalid request: {problem}")
 
     # --- the run ---
 
@@ -203,11 +207,15 @@ class JobWorkflow:
         deliverer = asyncio.create_task(self._deliver_callbacks())
         if state.execution.activated_date is None:
             state.execution.activated_date = self._input.created_at
-        if await self._wait_for_start() and not state.cursor.counted:
+        if input.state is None:  # the first run: is this a request the API would take?
+            state.rejected = violations(self._input, workflow.now())
+        if state.rejected is not None:
+            await self._reject(state.rejected)
+        elif await self._wait_for_start() and not state.cursor.counted:
             await self._count_targets()
             self._publish()
             self._callback("JOB_INITIATED")
-        if state.stopping is None:
+        if state.stopping is None and state.rejected is None:
             if state.execution.started_date is None:
                 state.execution.started_date = workflow.now()
                 self._set_status(
@@ -229,6 +237,15 @@ class JobWorkflow:
         deliverer.cancel()
         self._publish()
         return self.job()
+
+    async def _reject(self, problem: str) -> None:
+        """A request the API would refuse, which reached Temporal some other way: running it
+        could fail every workflow task (a duration past its bound overflows a timer), so its
+        targets are counted and closed as cancelled by the engine, and the job finishes."""
+        workflow.logger.error("job %s: the engine cannot run it: %s", self._input.job_id, problem)
+        if self._input.request.target is not None and not self._state.cursor.counted:
+            await self._count_targets()
+        self._drop_unstarted(Bucket.CANCELLED_BY_ENGINE)
 
     async def _wait_for_start(self) -> bool:
         """IDLE while inactive, SCHEDULED until ``schedule.start``; False if cancelled first."""

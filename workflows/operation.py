@@ -29,6 +29,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
     from core.temporal import OPERATION_RESULT, OPERATION_STATUS
+    from models.bounds import MAX_EPOCH_MS, MAX_STEPS, MIN_EPOCH_MS, violations
     from models.enums import CancelReason, OperationStatus, ResultCode
     from models.messages import (
         OperationClosed,
@@ -162,6 +163,15 @@ class OperationWorkflow:
 
     @workflow.run
     async def run(self, input: OperationInput) -> Operation:
+        # An input the API would refuse today (it reached Temporal some other way, or a bound
+        # was tightened since) is not run: a duration past its bound could fail every workflow
+        # task of this operation and freeze its job.
+        problem = violations(input, workflow.now())
+        if problem is not None:
+            self._give_up(f"the engine cannot run this operation: {problem}")
+            await self._close()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self._op
         params = input.operation_parameters
         attempt = 0
         while True:
@@ -291,7 +301,7 @@ class OperationWorkflow:
                 name=step.name,
                 result=step.result,
                 description=step.description,
-                timestamp=_from_millis(step.timestamp) if step.timestamp else workflow.now(),
+                timestamp=self._step_time(step.timestamp),
             )
             for i, known in enumerate(self._op.steps):
                 if known.name == step.name:
@@ -299,6 +309,16 @@ class OperationWorkflow:
                     break
             else:
                 self._op.steps.append(recorded)
+        # The operation object lives in the memo: its size stays bounded, the newest steps kept.
+        del self._op.steps[:-MAX_STEPS]
+
+    @staticmethod
+    def _step_time(millis: int | None) -> datetime:
+        """A device's step time; the time of receipt when it has none, or one outside the
+        window the API takes (a signal need not have come through the API)."""
+        if millis is None or not MIN_EPOCH_MS <= millis <= MAX_EPOCH_MS:
+            return workflow.now()
+        return datetime.fromtimestamp(millis / 1000, UTC)
 
     def _record_final(self) -> None:
         final = self._final
@@ -391,7 +411,3 @@ class OperationWorkflow:
                 await report
             except Exception as err:  # the job is gone (terminated by hand): nothing to tell
                 workflow.logger.warning("report to job %s lost: %s", self._input.job_id, err)
-
-
-def _from_millis(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -18,6 +18,7 @@ from api.errors import ApiError, ErrorCode, validation_error
 from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
 from api.visibility import PageRequest, all_of, equals, list_page
 from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
+from models.bounds import STORED
 from models.enums import JobStatus
 from models.jobs import Job, JobList, JobPatchEnvelope, JobReport, JobRequest, Page
 from models.messages import (
@@ -72,8 +73,8 @@ async def job_of(execution: WorkflowExecution) -> Job:
     return Job(
         id=execution.id,
         task_id=memo.get(JOB_TASK_MEMO),
-        request=JobRequest.model_validate(memo[JOB_REQUEST_MEMO]),
-        report=JobReport.model_validate(memo[JOB_REPORT_MEMO]),
+        request=JobRequest.model_validate(memo[JOB_REQUEST_MEMO], context=STORED),
+        report=JobReport.model_validate(memo[JOB_REPORT_MEMO], context=STORED),
     )
 
 
