@@ -2,31 +2,34 @@
 
 Schemas are Draft 2020-12 (``jsonschema``). A schema is checked once, when its type is created or
 replaced; job parameters are checked against it with its ``default``s filled in.
+
+Schemas come from API clients and are checked on the API's event loop, so nothing in them may
+take unbounded time: ``pattern``, ``patternProperties`` and the ``regex`` format run on RE2 (linear
+time, no backtracking) instead of Python's ``re``, each check of parameters has a budget of
+keyword evaluations, and a schema's size and depth are bounded (``core.catalog``).
 """
 
 from __future__ import annotations
 
 import copy
-import re
+import functools
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import re2
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing.exceptions import Unresolvable
 
-from core.catalog import BUILT_IN, OperationType, OperationTypeIn
+from core.catalog import BUILT_IN, OperationType, OperationTypeIn, schema_bounds_error
 
 if TYPE_CHECKING:
     from inventory.operation_types import OperationTypeStore
 
 DRAFT = Draft202012Validator.META_SCHEMA["$id"]
-
-# Formats (``uri``, ``date-time``...) are assertions here, not annotations: a type that declares
-# ``format: uri`` means it. ``uri`` needs rfc3986-validator, ``date-time`` rfc3339-validator.
-FORMATS = FormatChecker()
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,470 @@ class InvalidParameters(Exception):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
         self.errors = errors
+
+
+# --- patterns ---
+
+MAX_PATTERN_LENGTH = 1000
+# Compiling costs about 0.5 us per RE2 instruction, and a Unicode class makes many (``\pL{30}`` is
+# 36,000): per pattern, RE2 refuses a program past _PATTERN_MEMORY; per schema, the patterns are
+# at most MAX_PATTERNS, of MAX_PROGRAM_SIZE instructions in all. The cache holds several schemas'
+# worth, so a job's devices never compile twice.
+_PATTERN_MEMORY = 1 << 20
+MAX_PATTERNS = 32
+MAX_PROGRAM_SIZE = 200_000
+_CACHED_PATTERNS = 256
+# For parameters of ``format: regex``: a compile costs up to ~4 ms at this size, charged to the
+# check's budget as _VALUE_COMPILE_COST keyword evaluations.
+_VALUE_PATTERN_MEMORY = 64 << 10
+_CACHED_VALUES = 128
+_VALUE_COMPILE_COST = 1000
+
+# ECMA 262's ``\s`` and ``.`` take more characters than RE2's (which are ASCII-only / exclude only
+# ``\n``); written out so a schema's pattern means what its author tested in a browser.
+_ECMA_SPACE = (
+    r"\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+    r"\x{FEFF}"
+)
+_ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
+_NOTHING = r"[^\x{0}-\x{10FFFF}]"
+_ANYTHING = r"[\x{0}-\x{10FFFF}]"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class PatternError(ValueError):
+    """A pattern RE2 cannot take (backreferences, lookaround, too long or too large...)."""
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    regex: Any  # re2._Regexp, or None with ``error`` set
+    error: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(self.regex.programsize) if self.regex is not None else 0
+
+
+def check_pattern(pattern: str) -> None:
+    """PatternError saying why ``pattern`` cannot be evaluated; nothing when it can."""
+    compiled = _compile(pattern)
+    if compiled.regex is None:
+        raise PatternError(compiled.error)
+
+
+def pattern_search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` (ECMA 262 syntax) matches anywhere in ``text``, as JSON-Schema's
+    ``pattern`` means it: an unanchored search. PatternError when RE2 cannot take the pattern,
+    UnicodeEncodeError when ``text`` holds a lone surrogate."""
+    compiled = _compile(pattern)
+    if compiled.regex is None:
+        raise PatternError(compiled.error)
+    return compiled.regex.search(text) is not None
+
+
+@functools.lru_cache(maxsize=_CACHED_PATTERNS)
+def _compile(pattern: str) -> _Compiled:
+    # Compiled once per distinct pattern: a 10,000-device job checks the same few patterns
+    # 10,000 times. A failure is cached too (a type stored before this check may hold one).
+    return _compiled(pattern, _PATTERN_MEMORY)
+
+
+@functools.lru_cache(maxsize=_CACHED_VALUES)
+def _compile_value(pattern: str) -> _Compiled:
+    # A parameter of ``format: regex`` comes with every job, in any number: a smaller program
+    # and its own cache, so values neither cost what a schema's patterns may nor evict them.
+    _spend(_VALUE_COMPILE_COST)
+    return _compiled(pattern, _VALUE_PATTERN_MEMORY)
+
+
+def _compiled(pattern: str, memory: int) -> _Compiled:
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return _Compiled(None, f"is longer than {MAX_PATTERN_LENGTH} characters")
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = memory
+    try:
+        return _Compiled(re2.compile(_re2_syntax(pattern), options))
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        hint = (
+            "; backreferences and lookaround are not supported"
+            if "escape" in str(reason) or "perl operator" in str(reason)
+            else ""
+        )
+        return _Compiled(None, f"is not a pattern this API can evaluate ({reason}){hint}")
+    except UnicodeEncodeError:
+        return _Compiled(None, "must be valid Unicode text (it holds a lone surrogate)")
+
+
+def _re2_syntax(pattern: str) -> str:
+    r"""An ECMA 262 pattern in RE2's syntax where the two spell the same thing differently:
+    ``\uXXXX`` (surrogate pairs joined) and ``\u{X}`` escapes, ``\cX``, ``[]`` / ``[^]``, and
+    ECMA's wider ``\s``, ``\S`` and ``.``. What RE2 lacks (backreferences, lookaround) is left for
+    RE2 to refuse."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            escaped = pattern[i + 1]
+            if escaped == "u":
+                code, length = _unicode_escape(pattern, i)
+                if length:
+                    out.append(f"\\x{{{code:X}}}")
+                    i += length
+                    continue
+            elif (
+                escaped == "c"
+                and pattern[i + 2 : i + 3].isascii()
+                and pattern[i + 2 : i + 3].isalpha()
+            ):
+                out.append(f"\\x{{{ord(pattern[i + 2]) % 32:X}}}")
+                i += 3
+                continue
+            elif escaped == "s":
+                out.append(_ECMA_SPACE if in_class else f"[{_ECMA_SPACE}]")
+                i += 2
+                continue
+            elif escaped == "S" and not in_class:
+                out.append(f"[^{_ECMA_SPACE}]")
+                i += 2
+                continue
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            out.append(c)
+        elif c == "[":
+            # ECMA closes a class at its first ``]``: ``[]`` matches nothing, ``[^]`` anything
+            # (RE2 would read the ``]`` as a member).
+            if pattern.startswith("[]", i):
+                out.append(_NOTHING)
+                i += 2
+                continue
+            if pattern.startswith("[^]", i):
+                out.append(_ANYTHING)
+                i += 3
+                continue
+            in_class = True
+            out.append(c)
+            if pattern.startswith("[^", i):
+                out.append("^")
+                i += 1
+        elif c == ".":
+            out.append(_ECMA_DOT)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _is_ascii_letter(char: str) -> bool:
+    return len(char) == 1 and char.isascii() and char.isalpha()
+
+
+def _unicode_escape(pattern: str, at: int) -> tuple[int, int]:
+    r"""The code point of the ``\u`` escape at ``at`` and its length; length 0 when it is none."""
+    if pattern.startswith("\\u{", at):
+        close = pattern.find("}", at + 3)
+        digits = pattern[at + 3 : close]
+        if close > 0 and 0 < len(digits) <= 6 and set(digits) <= _HEX:
+            code = int(digits, 16)
+            if code <= 0x10FFFF:
+                return code, close + 1 - at
+        return 0, 0
+    digits = pattern[at + 2 : at + 6]
+    if len(digits) < 4 or not set(digits) <= _HEX:
+        return 0, 0
+    code = int(digits, 16)
+    low = pattern[at + 8 : at + 12]
+    if (
+        0xD800 <= code <= 0xDBFF
+        and pattern.startswith("\\u", at + 6)
+        and len(low) == 4
+        and set(low) <= _HEX
+        and 0xDC00 <= int(low, 16) <= 0xDFFF
+    ):
+        return 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00), 12
+    return code, 6
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
+
+
+def _were(names: list[str]) -> str:
+    listed = ", ".join(_short(n) for n in names)
+    return f"{listed} {'was' if len(names) == 1 else 'were'}"
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """``pattern_search`` for property names: a name that is not valid Unicode or a pattern RE2
+    cannot take matches nothing (``pattern`` and the checks at creation report those)."""
+    try:
+        return pattern_search(pattern, name)
+    except (PatternError, UnicodeEncodeError):
+        return False
+
+
+# --- jsonschema keywords on RE2 ---
+# jsonschema's own versions call ``re.search``; these are the same keywords with RE2. The
+# ``unevaluatedProperties`` helper is copied from jsonschema 4.x (``_utils``) for the same reason.
+
+
+def _pattern(
+    validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = pattern_search(pattern, instance)
+    except PatternError as exc:
+        yield ValidationError(f"the schema's pattern {_short(pattern)} {exc}")
+    except UnicodeEncodeError:
+        yield ValidationError("must be valid Unicode text (it holds a lone surrogate)")
+    else:
+        if not found:
+            yield ValidationError(f"{_short(instance)} does not match {_short(pattern)}")
+
+
+def _pattern_properties(
+    validator: Validator, patterns: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            yield ValidationError(f"the schema's pattern {_short(pattern)} {exc}")
+            continue
+        for name, value in instance.items():
+            if _matches(pattern, name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The properties of ``instance`` that neither ``properties`` nor ``patternProperties`` of
+    ``schema`` take."""
+    known = schema.get("properties", {})
+    patterns = schema.get("patternProperties", {})
+    return [
+        name
+        for name in instance
+        if name not in known and not any(_matches(p, name) for p in patterns)
+    ]
+
+
+def _additional_properties(
+    validator: Validator, additional: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = _additional(instance, schema)
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        if "patternProperties" in schema:
+            verb = "does" if len(extras) == 1 else "do"
+            joined = ", ".join(_short(each) for each in sorted(extras))
+            patterns = ", ".join(_short(each) for each in sorted(schema["patternProperties"]))
+            yield ValidationError(f"{joined} {verb} not match any of the regexes: {patterns}")
+        else:
+            yield ValidationError(
+                f"Additional properties are not allowed ({_were(sorted(extras))} unexpected)"
+            )
+
+
+def _unevaluated_properties(
+    validator: Validator, unevaluated: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    evaluated = _evaluated_keys(validator, instance, schema)
+    failing = []
+    for name in instance:
+        if name not in evaluated:
+            for _ in validator.descend(instance[name], unevaluated, path=name, schema_path=name):
+                failing.append(name)
+    if failing:
+        if unevaluated is False:
+            extras = sorted(failing, key=str)
+            yield ValidationError(
+                f"Unevaluated properties are not allowed ({_were(extras)} unexpected)"
+            )
+        else:
+            yield ValidationError(
+                "Unevaluated properties are not valid under the given schema "
+                f"({_were(failing)} unevaluated and invalid)"
+            )
+
+
+def _evaluated_keys(validator: Any, instance: Mapping[str, Any], schema: Any) -> list[str]:
+    """jsonschema's ``find_evaluated_property_keys_by_schema`` with RE2 for
+    ``patternProperties``. ``_resolver`` is jsonschema's (private) reference resolver, which its
+    own version uses the same way."""
+    if validator.is_type(schema, "boolean"):
+        return []
+    keys: list[str] = []
+    for keyword in ("$ref", "$dynamicRef"):
+        reference = schema.get(keyword)
+        if reference is not None:
+            resolved = validator._resolver.lookup(reference)
+            keys += _evaluated_keys(
+                validator.evolve(schema=resolved.contents, _resolver=resolved.resolver),
+                instance,
+                resolved.contents,
+            )
+    properties = schema.get("properties")
+    if validator.is_type(properties, "object"):
+        keys += properties.keys() & instance.keys()
+    for keyword in ("additionalProperties", "unevaluatedProperties"):
+        subschema = schema.get(keyword)
+        if subschema is not None:
+            keys += (
+                name
+                for name, value in instance.items()
+                if _valid(validator.descend(value, subschema))
+            )
+    for pattern in schema.get("patternProperties", {}):
+        keys += (name for name in instance if _matches(pattern, name))
+    for name, subschema in schema.get("dependentSchemas", {}).items():
+        if name in instance:
+            keys += _evaluated_keys(validator, instance, subschema)
+    for keyword in ("allOf", "oneOf", "anyOf"):
+        for subschema in schema.get(keyword, []):
+            if _valid(validator.descend(instance, subschema)):
+                keys += _evaluated_keys(validator, instance, subschema)
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            keys += _evaluated_keys(validator, instance, schema["if"])
+            if "then" in schema:
+                keys += _evaluated_keys(validator, instance, schema["then"])
+        elif "else" in schema:
+            keys += _evaluated_keys(validator, instance, schema["else"])
+    return keys
+
+
+def _valid(errors: Iterator[ValidationError]) -> bool:
+    return next(errors, None) is None
+
+
+def _unique_items(
+    validator: Validator, unique: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    # jsonschema's version falls back to comparing every pair for objects: quadratic in a
+    # 10,000-item parameter. A canonical key per item is linear, with JSON's equality (1 == 1.0,
+    # true != 1, objects unordered).
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Any] = set()
+    for item in instance:
+        key = _canonical(item)
+        if key in seen:
+            yield ValidationError(f"{_short(instance)} has non-unique elements")
+            return
+        seen.add(key)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return ("other", id(value))
+
+
+def _is_schema_regex(instance: object) -> bool:
+    if isinstance(instance, str):
+        check_pattern(instance)
+    return True
+
+
+def _is_regex_value(instance: object) -> bool:
+    if isinstance(instance, str):
+        compiled = _compile_value(instance)
+        if compiled.regex is None:
+            raise PatternError(compiled.error)
+    return True
+
+
+# Formats (``uri``, ``date-time``...) are assertions here, not annotations: a type that declares
+# ``format: uri`` means it. ``uri`` needs rfc3986-validator, ``date-time`` rfc3339-validator.
+# ``regex`` is RE2's: for parameters (FORMATS), and for the ``pattern``s and
+# ``patternProperties`` of a schema checked against the meta-schema (_SCHEMA_FORMATS).
+FORMATS = FormatChecker()
+FORMATS.checks("regex", raises=(PatternError,))(_is_regex_value)
+_SCHEMA_FORMATS = FormatChecker()
+_SCHEMA_FORMATS.checks("regex", raises=(PatternError,))(_is_schema_regex)
+
+_ON_RE2 = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+    "unevaluatedProperties": _unevaluated_properties,
+    "uniqueItems": _unique_items,
+}
+_SafeValidator = validators.extend(Draft202012Validator, _ON_RE2)
+
+
+# --- budget ---
+
+# Keyword evaluations one check of parameters may spend: a base, plus a share per value in the
+# parameters (a plain schema spends 2 to 5 per value). A schema of bounded size can still multiply
+# work (``allOf`` of two ``$ref``s to a definition that does the same, 30 deep, is 2^30
+# evaluations, at about 5 us each): past the budget the check stops with an error instead of
+# holding the event loop.
+BASE_KEYWORD_EVALUATIONS = 10_000
+KEYWORD_EVALUATIONS_PER_VALUE = 10
+_budget: ContextVar[list[int] | None] = ContextVar("schema_budget", default=None)
+
+
+_TOO_COMPLEX = "the schema takes too many steps to check these parameters"
+_RECURSIVE = "the schema refers to itself without end (a $ref cycle)"
+_UNRESOLVABLE = "unresolvable schema reference"
+# What a check of the empty object finds that would fail every job.
+_AT_EVERY_JOB = (_TOO_COMPLEX, _RECURSIVE, _UNRESOLVABLE)
+
+
+class _TooComplex(Exception):
+    pass
+
+
+def _spend(evaluations: int) -> None:
+    """Charge the running check's budget (none outside ``ParameterSchema.check``)."""
+    left = _budget.get()
+    if left is not None:
+        left[0] -= evaluations
+        if left[0] < 0:
+            raise _TooComplex
+
+
+def _metered(check: Any) -> Any:
+    def metered(
+        validator: Validator, value: Any, instance: Any, schema: Mapping[str, Any]
+    ) -> Iterable[ValidationError]:
+        _spend(1)
+        return check(validator, value, instance, schema) or ()
+
+    return metered
+
+
+def _with_budget(base: type[Validator]) -> type[Validator]:
+    return validators.extend(base, {k: _metered(v) for k, v in base.VALIDATORS.items()})
 
 
 def _filling_defaults(base: type[Validator]) -> type[Validator]:
@@ -60,9 +527,9 @@ def _filling_defaults(base: type[Validator]) -> type[Validator]:
     return validators.extend(base, {"properties": properties})
 
 
-_FillingValidator = _filling_defaults(Draft202012Validator)
+_FillingValidator = _with_budget(_filling_defaults(_SafeValidator))
 # The meta-schema checks ``pattern``s compile (format ``regex``) only with a format checker.
-_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FORMATS)
+_META_VALIDATOR = _SafeValidator(Draft202012Validator.META_SCHEMA, format_checker=_SCHEMA_FORMATS)
 
 
 # --- schemas ---
@@ -72,11 +539,18 @@ def schema_errors(schema: Any, prefix: str = "parameters") -> list[FieldError]:
     """Why ``schema`` cannot be a type's parameter schema: empty when it can."""
     if not isinstance(schema, dict):
         return [FieldError(prefix, "must be a JSON-Schema object")]
+    out_of_bounds = schema_bounds_error(schema)
+    if out_of_bounds is not None:
+        where, why = out_of_bounds
+        return [FieldError(_path(prefix, where), why)]
     declared = schema.get("$schema", DRAFT)
     if declared != DRAFT:
         return [FieldError(f"{prefix}.$schema", f"only {DRAFT} is supported")]
+    too_many = _pattern_budget_error(schema, prefix)
+    if too_many is not None:
+        return [too_many]
     errors = [
-        FieldError(_path(prefix, e.absolute_path), e.message)
+        FieldError(_path(prefix, e.absolute_path), _schema_message(e))
         for e in sorted(_META_VALIDATOR.iter_errors(schema), key=_path_order)
     ]
     if schema.get("type") != "object":
@@ -85,7 +559,54 @@ def schema_errors(schema: Any, prefix: str = "parameters") -> list[FieldError]:
         FieldError(path, "only local references (#...) are allowed")
         for path in _remote_refs(schema, prefix)
     ]
+    if not errors:
+        # A reference cycle that consumes no input (``{"$ref": "#"}``) fails every job: say so now.
+        _, trial = ParameterSchema(schema).check({}, prefix)
+        errors += [e for e in trial if e.message.startswith(_AT_EVERY_JOB)]
     return errors
+
+
+def _pattern_budget_error(schema: dict[str, Any], prefix: str) -> FieldError | None:
+    """Compiles the schema's patterns (into the cache, for the meta-schema check and the jobs),
+    and stops at the first past MAX_PATTERNS or MAX_PROGRAM_SIZE: a schema of many large patterns
+    would otherwise hold the event loop for seconds. Data that looks like a pattern (an object
+    with a ``pattern`` string inside a ``default``) counts too: over-counting is safe."""
+    seen: set[str] = set()
+    size = 0
+    for path, pattern in _patterns_in(schema, prefix):
+        if pattern in seen:
+            continue
+        seen.add(pattern)
+        if len(seen) > MAX_PATTERNS:
+            return FieldError(path, f"a schema may hold at most {MAX_PATTERNS} distinct patterns")
+        size += _compile(pattern).size
+        if size > MAX_PROGRAM_SIZE:
+            return FieldError(
+                path,
+                f"the schema's patterns compile to more than {MAX_PROGRAM_SIZE} RE2 instructions "
+                "(large Unicode classes such as \\pL with long repetitions cost the most)",
+            )
+    return None
+
+
+def _patterns_in(schema: dict[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    stack: list[tuple[Any, str]] = [(schema, prefix)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                yield f"{path}.pattern", node["pattern"]
+            if isinstance(node.get("patternProperties"), dict):
+                yield from ((f"{path}.patternProperties", p) for p in node["patternProperties"])
+            stack.extend((value, f"{path}.{key}") for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(node))))
+
+
+def _schema_message(error: ValidationError) -> str:
+    if error.validator == "format" and error.validator_value == "regex" and error.cause:
+        return f"{_short(error.instance)} {error.cause}"
+    return error.message
 
 
 def _remote_refs(node: Any, path: str) -> Iterator[str]:
@@ -123,11 +644,35 @@ class ParameterSchema:
     ) -> tuple[dict[str, Any], list[FieldError]]:
         """``parameters`` with the defaults filled in, and what fails in them."""
         filled = copy.deepcopy(parameters)
+        budget = BASE_KEYWORD_EVALUATIONS + KEYWORD_EVALUATIONS_PER_VALUE * _values(parameters)
+        token = _budget.set([budget])
         try:
             found = sorted(self._validator.iter_errors(filled), key=_path_order)
         except Unresolvable as exc:
-            return filled, [FieldError(prefix, f"unresolvable schema reference: {exc}")]
+            return filled, [FieldError(prefix, f"{_UNRESOLVABLE}: {exc}")]
+        except _TooComplex:
+            return filled, [
+                FieldError(prefix, f"{_TOO_COMPLEX} (more than {budget} keyword evaluations)")
+            ]
+        except RecursionError:
+            # A reference cycle (``{"$ref": "#"}``): jsonschema recurses until the stack ends.
+            return filled, [FieldError(prefix, _RECURSIVE)]
+        finally:
+            _budget.reset(token)
         return filled, [f for e in found for f in _field_errors(e, prefix)]
+
+
+def _values(value: Any) -> int:
+    """How many JSON values ``value`` holds, itself included (iterative: depth is the caller's)."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def _field_errors(error: ValidationError, prefix: str) -> list[FieldError]:
@@ -145,16 +690,6 @@ def _field_errors(error: ValidationError, prefix: str) -> list[FieldError]:
             for p in _additional(instance, error.schema)
         ]
     return [FieldError(here, error.message)]
-
-
-def _additional(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    known = schema.get("properties", {})
-    patterns = schema.get("patternProperties", {})
-    return [
-        name
-        for name in instance
-        if name not in known and not any(re.search(p, name) for p in patterns)
-    ]
 
 
 def _path_order(error: ValidationError) -> list[str]:
