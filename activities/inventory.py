@@ -38,21 +38,6 @@ class TargetPage(BaseModel):
     done: bool
 
 
-def unique_listed(selection: TargetSelection) -> tuple[list[str], list[str]]:
-    """The listed ids in order without repeats, and the ids listed more than once."""
-    seen: set[str] = set()
-    unique: list[str] = []
-    duplicated: list[str] = []
-    for device_id in selection.listed_ids():
-        if device_id in seen:
-            if device_id not in duplicated:
-                duplicated.append(device_id)
-            continue
-        seen.add(device_id)
-        unique.append(device_id)
-    return unique, duplicated
-
-
 class InventoryActivities:
     def __init__(self, inventory: Inventory) -> None:
         self._inventory = inventory
@@ -61,7 +46,7 @@ class InventoryActivities:
     async def count_targets(self, input: CountTargetsInput) -> TargetCount:
         if input.selection.tags:
             return TargetCount(total=await self._inventory.count_with_tags(input.selection.tags))
-        unique, duplicated = unique_listed(input.selection)
+        unique, duplicated = input.selection.unique_listed()
         found: set[str] = set()
         for i in range(0, len(unique), 1000):
             found.update(d.id for d in await self._inventory.devices_with_ids(unique[i : i + 1000]))
@@ -75,7 +60,7 @@ class InventoryActivities:
                 input.selection.tags, input.after_id, input.limit
             )
             return TargetPage(devices=devices, done=len(devices) < input.limit)
-        unique, _ = unique_listed(input.selection)
+        unique, _ = input.selection.unique_listed()
         chunk = unique[input.from_index : input.from_index + input.limit]
         by_id = {d.id: d for d in await self._inventory.devices_with_ids(chunk)}
         found = [(i, by_id[d]) for i, d in enumerate(chunk, input.from_index) if d in by_id]

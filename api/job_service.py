@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -108,26 +108,24 @@ def job_input(
     )
 
 
-def initial_status(request: JobRequest) -> JobStatus:
-    if not request.active:
-        return JobStatus.IDLE
-    if request.schedule and request.schedule.start:
-        return JobStatus.SCHEDULED
-    return JobStatus.IN_PROGRESS
+def initial_status(input: JobInput) -> JobStatus:
+    """The status a job starts in, by the rule its workflow applies (``waiting_status``)."""
+    created_at = input.created_at or datetime.now(UTC)
+    return input.request.waiting_status(created_at, created_at) or JobStatus.IN_PROGRESS
 
 
 def start_options(input: JobInput) -> dict[str, Any]:
     """Search attributes and memo a job workflow starts with (by the API or by a schedule)."""
     pairs = [
         SearchAttributePair(OPERATION_NAME, input.request.name),
-        SearchAttributePair(JOB_STATUS, initial_status(input.request).value),
+        SearchAttributePair(JOB_STATUS, initial_status(input).value),
         SearchAttributePair(JOB_USER, input.request.user or ""),
     ]
     if input.task_id:
         pairs.append(SearchAttributePair(TASK_ID, input.task_id))
     return {
         "search_attributes": TypedSearchAttributes(pairs),
-        "memo": job_memo(input, JobState(status=initial_status(input.request))),
+        "memo": job_memo(input, JobState(status=initial_status(input))),
     }
 
 

@@ -6,7 +6,7 @@ replaced; job parameters are checked against it with its ``default``s filled in.
 Schemas come from API clients and are checked on the API's event loop, so nothing in them may
 take unbounded time: ``pattern``, ``patternProperties`` and the ``regex`` format run on RE2 (linear
 time, no backtracking) instead of Python's ``re``, each check of parameters has a budget of
-keyword evaluations, and a schema's size and depth are bounded (``core.catalog``).
+keyword evaluations, and a schema's size and depth are bounded (``models.operation_types``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import re2
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
@@ -24,10 +24,15 @@ from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing.exceptions import Unresolvable
 
-from core.catalog import BUILT_IN, OperationType, OperationTypeIn, schema_bounds_error
+from core.catalog import BUILT_IN
+from models.operation_types import OperationType, OperationTypeIn, schema_bounds_error
 
-if TYPE_CHECKING:
-    from inventory.operation_types import OperationTypeStore
+
+class CustomTypes(Protocol):
+    """Where custom types are kept (``inventory.operation_types.OperationTypeStore``)."""
+
+    async def get(self, name: str) -> OperationType | None: ...
+
 
 DRAFT = Draft202012Validator.META_SCHEMA["$id"]
 
@@ -709,7 +714,7 @@ def _path(prefix: str, parts: Iterable[str | int]) -> str:
 # --- lookup ---
 
 
-async def find_type(name: str, custom: OperationTypeStore) -> OperationType | None:
+async def find_type(name: str, custom: CustomTypes) -> OperationType | None:
     """A built-in type, else a custom one, else None."""
     built_in = BUILT_IN.get(name)
     if built_in is not None:

@@ -1,4 +1,6 @@
-"""How every process talks to Temporal: one data converter, one set of search attributes.
+"""The contract between the API, the workflows and the activities, and how every process talks to
+Temporal: workflow, signal and update names, memo keys, search attributes, the visibility
+queries built from them (every value escaped), and one data converter.
 
 The search attributes are declared here once and registered by the same code for the dev server
 (``devstack``), the tests and docker-compose (``python -m core.register``).
@@ -60,6 +62,49 @@ class _PayloadConverter(CompositePayloadConverter):
 # The one data converter of every client, worker and replayer.
 data_converter = DataConverter(payload_converter_class=_PayloadConverter)
 
+# --- workflows and their messages ---
+
+JOB_WORKFLOW = "JobWorkflow"
+OPERATION_WORKFLOW = "OperationWorkflow"
+
+
+class JobSignal:
+    """Signals a job takes from its operations."""
+
+    PROGRESS = "operation_progress"
+    CLOSED = "operation_closed"
+    LATE = "operation_late"
+
+
+class OperationSignal:
+    """Signals an operation takes: from the south API, and from its job."""
+
+    DEVICE_RESPONSE = "device_response"
+    STOP = "stop"
+    HOLD = "hold"
+
+
+# Updates: a job's PUT/DELETE, and a sleepy device's poll handing out an operation.
+JOB_CHANGE = "change"
+HAND_OUT = "hand_out"
+# The error type (and message) of a change a job's life cycle forbids: SPEC 3, code 1015.
+JOB_STATE_TRANSITION = "JobStateTransition"
+TRANSITION_ERROR = "Job state transition error"
+
+# --- memo keys ---
+
+# A job: the request as accepted, the task that created it, and its report (republished as it
+# changes, at most about once a second), so the API reads jobs without querying the worker.
+JOB_REQUEST_MEMO = "request"
+JOB_TASK_MEMO = "taskId"
+JOB_REPORT_MEMO = "report"
+# An operation: the operation object, and until when a timed-out operation takes a late answer
+# (an ISO date; absent otherwise).
+OPERATION_MEMO = "operation"
+LATE_ANSWERS_UNTIL_MEMO = "lateAnswersUntil"
+
+# --- search attributes ---
+
 # Set on job workflows.
 OPERATION_NAME = SearchAttributeKey.for_keyword("OperationName")
 JOB_STATUS = SearchAttributeKey.for_keyword("JobStatus")
@@ -89,6 +134,38 @@ def dev_server_search_attribute_args() -> list[str]:
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
     return args
+
+
+# --- visibility queries: values go in as escaped literals, never as query syntax ---
+
+
+class QueryValueError(ValueError):
+    """A value that cannot be put into a visibility query (a control character)."""
+
+
+def literal(value: str) -> str:
+    """A string literal for a visibility query: user input is never spliced in unescaped."""
+    if any(ord(c) < 0x20 for c in value):
+        raise QueryValueError("Control characters are not allowed in filter values")
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def all_of(*clauses: str | None) -> str:
+    return " AND ".join(c for c in clauses if c)
+
+
+def equals(attribute: str, value: str | None) -> str | None:
+    return None if value is None else f"{attribute} = {literal(value)}"
+
+
+def of_type(workflow_type: str) -> str:
+    return equals("WorkflowType", workflow_type) or ""
+
+
+def operations_of_job(job_id: str) -> str:
+    """The query of every operation of one job."""
+    return all_of(of_type(OPERATION_WORKFLOW), equals(JOB_ID.name, job_id))
 
 
 async def connect(settings: Settings) -> Client:

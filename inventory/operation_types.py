@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from core.catalog import OperationType, OperationTypeRecord
 from inventory.schema import OperationTypeRow
 from inventory.store import Inventory
+from models.bounds import STORED
+from models.operation_types import OperationType, OperationTypeRecord
 
 
 class OperationTypeExists(Exception):
@@ -17,12 +18,16 @@ class OperationTypeExists(Exception):
 
 
 def _record(row: OperationTypeRow) -> OperationTypeRecord:
-    stored = OperationType.model_validate_json(row.definition)
-    return OperationTypeRecord(
-        **stored.model_dump(),
-        custom=True,
-        created_date=_utc(row.created_at),
-        updated_date=_utc(row.updated_at),
+    # Read as stored: a type kept under older bounds still loads (models/bounds.py).
+    stored = OperationType.model_validate_json(row.definition, context=STORED)
+    return OperationTypeRecord.model_validate(
+        {
+            **stored.model_dump(),
+            "custom": True,
+            "created_date": _utc(row.created_at),
+            "updated_date": _utc(row.updated_at),
+        },
+        context=STORED,
     )
 
 

@@ -39,6 +39,7 @@ MAX_PER_MINUTE = 100_000
 # Text, in characters.
 MAX_ID = 128
 MAX_NAME = 64
+MAX_TYPE_NAME = 100
 MAX_TAG = 128
 MAX_SHORT_TEXT = 256
 MAX_DESCRIPTION = 2048
@@ -168,6 +169,8 @@ def _checked_at(value: str, path: str) -> None:
 
 Text = Annotated[str, text(MAX_SHORT_TEXT)]
 Name = Annotated[str, text(MAX_NAME, min_length=1)]
+# A type's name as a job or an answer gives it (a type's own rule: models/operation_types.py).
+TypeName = Annotated[str, text(MAX_TYPE_NAME, min_length=1)]
 Description = Annotated[str, text(MAX_DESCRIPTION)]
 Notes = Annotated[str, text(MAX_NOTES)]
 Id = Annotated[str, text(MAX_ID, min_length=1), Bound(_check_id)]

@@ -65,3 +65,11 @@ class Role(StrEnum):
     OPERATOR = "operator"
     VIEWER = "viewer"
     DEVICE = "device"
+
+
+class JobEvent(StrEnum):
+    """The job lifecycle events of a callback (SPEC 6), as sent in ``X-Event``."""
+
+    INITIATED = "JOB_INITIATED"
+    STARTED = "JOB_STARTED"
+    FINISHED = "JOB_FINISHED"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -18,17 +18,17 @@ from models.bounds import (
     FutureDate,
     Id,
     JsonObject,
-    Name,
     Notes,
     OperationMillis,
     RetryDelayMillis,
     Tag,
     Text,
+    TypeName,
     between,
     is_stored,
     items,
 )
-from models.enums import ResultCode
+from models.enums import JobStatus, ResultCode
 from models.summary import JobSummary
 
 # A job that lists its devices carries them in its request (and so in the workflow input, which
@@ -78,6 +78,20 @@ class TargetSelection(StrictWireModel):
         if self.entities is not None:
             return list(self.entities)
         return [e.id for e in self.entities_with_parameters or []]
+
+    def unique_listed(self) -> tuple[list[str], list[str]]:
+        """The listed ids in order without repeats, and the ids listed more than once."""
+        seen: set[str] = set()
+        unique: list[str] = []
+        duplicated: list[str] = []
+        for device_id in self.listed_ids():
+            if device_id in seen:
+                if device_id not in duplicated:
+                    duplicated.append(device_id)
+                continue
+            seen.add(device_id)
+            unique.append(device_id)
+        return unique, duplicated
 
     def parameters_of(self, device_id: str) -> dict[str, Any]:
         for entry in self.entities_with_parameters or []:
@@ -136,7 +150,10 @@ class Moment(StrictWireModel):
     def resolve(self, since: datetime) -> datetime:
         if self.date is not None:
             return self.date
-        return since + timedelta(milliseconds=self.delayed or 0)
+        try:
+            return since + timedelta(milliseconds=self.delayed or 0)
+        except OverflowError:  # only a stored value past its bound gets here: never, in effect
+            return datetime.max.replace(tzinfo=UTC)
 
 
 class JobSchedule(StrictWireModel):
@@ -158,7 +175,7 @@ class Rollout(StrictWireModel):
 
 
 class JobRequest(StrictWireModel):
-    name: Name
+    name: TypeName
     parameters: JsonObject = {}
     target: JobTarget | None = None
     active: bool = True
@@ -187,6 +204,16 @@ class JobRequest(StrictWireModel):
                     "per-device parameters and notes small"
                 )
         return self
+
+    def waiting_status(self, created_at: datetime, now: datetime) -> JobStatus | None:
+        """IDLE (inactive) or SCHEDULED (its start still ahead) for a job that does not run yet
+        at ``now``; None once it may run. The one rule the API and the job workflow share."""
+        if not self.active:
+            return JobStatus.IDLE
+        start = self.schedule.start if self.schedule else None
+        if start is not None and start.resolve(created_at) > now:
+            return JobStatus.SCHEDULED
+        return None
 
 
 class JobPatch(StrictWireModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from models.bounds import DAY_MS, between
 from models.devices import Device
-from models.enums import CancelReason, JobStatus, OperationStatus, ResultCode
+from models.enums import CancelReason, JobEvent, JobStatus, OperationStatus, ResultCode
 from models.jobs import (
     Job,
     JobExecution,
@@ -46,7 +46,7 @@ class CallbackInput(BaseModel):
     """One callback delivery (SPEC 6); its id stays the same across retries and runs."""
 
     url: str
-    event: str  # JOB_INITIATED | JOB_STARTED | JOB_FINISHED
+    event: JobEvent
     delivery_id: str
     payload: dict[str, Any]
     # JOB_FINISHED: the first page of the job's operations is added under job.result.
@@ -74,7 +74,7 @@ class JobState(BaseModel):
     # maxPerMinute pacing: operations started in the current one-minute window.
     pace_window_start: datetime | None = None
     pace_started: int = 0
-    callbacks_sent: list[str] = []
+    callbacks_sent: list[JobEvent] = []
     # Callbacks not delivered yet, oldest first: delivered one at a time, so receivers get the
     # events in order, and carried over a continue-as-new.
     callback_queue: list[CallbackInput] = []

@@ -13,8 +13,8 @@ from models.bounds import (
     Description,
     EpochMillis,
     Id,
-    Name,
     Text,
+    TypeName,
     items,
     text,
 )
@@ -94,7 +94,7 @@ class DeviceStep(StrictWireModel):
 class DeviceResponseBody(StrictWireModel):
     id: Id
     device_id: Id
-    name: Name | None = None
+    name: TypeName | None = None
     timestamp: EpochMillis | None = Field(default=None, description="epoch milliseconds")
     result_code: ResultCode | None = None
     result_description: Description | None = None

@@ -11,13 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import ValidationError
 
-from core.catalog import (
-    BUILT_IN,
-    MAX_SCHEMA_BYTES,
-    MAX_SCHEMA_DEPTH,
-    MAX_STEPS,
-    OperationTypeIn,
-)
+from core.catalog import BUILT_IN
 from core.operation_types import (
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
@@ -27,6 +21,7 @@ from core.operation_types import (
     pattern_search,
     schema_errors,
 )
+from models.operation_types import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_STEPS, OperationTypeIn
 
 if TYPE_CHECKING:
     from tests.stack import Stack
@@ -222,7 +217,7 @@ def test_a_reference_cycle_or_a_dangling_reference_is_refused_at_creation() -> N
 
 def test_a_schema_that_multiplies_work_stops_at_its_budget() -> None:
     # 2^30 evaluations for one integer: refused in a fraction of a second.
-    definitions = {
+    definitions: dict[str, Any] = {
         f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
         for i in range(30)
     }

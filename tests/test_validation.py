@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.catalog import BUILT_IN, OperationTypeIn, StepDefinition
+from core.catalog import BUILT_IN
 from core.operation_types import (
     FieldError,
     InvalidParameters,
@@ -15,6 +15,7 @@ from core.operation_types import (
     resolve_definition,
     schema_errors,
 )
+from models.operation_types import OperationTypeIn, StepDefinition
 
 FIRMWARE = {
     "type": "object",

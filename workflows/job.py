@@ -15,11 +15,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.callbacks import CallbackActivities
@@ -28,23 +32,29 @@ with workflow.unsafe.imports_passed_through():
         InventoryActivities,
         ReadTargetsInput,
         TargetPage,
-        unique_listed,
     )
     from core.temporal import (
         ENTITY_ID,
+        JOB_CHANGE,
         JOB_ID,
+        JOB_REPORT_MEMO,
+        JOB_REQUEST_MEMO,
+        JOB_STATE_TRANSITION,
         JOB_STATUS,
+        JOB_WORKFLOW,
+        OPERATION_MEMO,
         OPERATION_NAME,
         OPERATION_STATUS,
+        TRANSITION_ERROR,
+        JobSignal,
+        OperationSignal,
         operation_workflow_id,
     )
     from models.bounds import violations
     from models.devices import Device
-    from models.enums import CancelReason, JobStatus, OperationStatus
+    from models.enums import CancelReason, JobEvent, JobStatus, OperationStatus
     from models.jobs import Job, JobTarget, TargetSelection
     from models.messages import (
-        JOB_REPORT_MEMO,
-        JOB_REQUEST_MEMO,
         CallbackInput,
         JobChange,
         JobInput,
@@ -58,11 +68,16 @@ with workflow.unsafe.imports_passed_through():
         report,
     )
     from models.summary import Bucket, closed_bucket
-    from workflows.operation import OPERATION_MEMO, OperationWorkflow, initial_operation
+    from workflows.operation import OperationWorkflow, initial_operation
+    from workflows.policies import (
+        callback_payload,
+        count_paced,
+        pace_reset,
+        pace_room,
+        should_abort,
+    )
 
-TRANSITION_ERROR = "Job state transition error"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
-PACE_WINDOW = timedelta(minutes=1)
 # External signals sent at once when the job pauses, resumes or stops its operations.
 SIGNAL_BATCH = 100
 # Callback delivery: retried with exponential back-off for at most this long.
@@ -82,7 +97,7 @@ _RUNNING = (JobStatus.IN_PROGRESS, JobStatus.PAUSED)
 _NOT_SENT = (Bucket.PENDING_EXECUTION, Bucket.WAITING_FOR_CONNECTION)
 
 
-@workflow.defn
+@workflow.defn(name=JOB_WORKFLOW)
 class JobWorkflow:
     @workflow.init
     def __init__(self, input: JobInput) -> None:
@@ -110,7 +125,7 @@ class JobWorkflow:
     def job(self) -> Job:
         return self._input.view(self._state)
 
-    @workflow.signal
+    @workflow.signal(name=JobSignal.PROGRESS)
     def operation_progress(self, progress: OperationProgress) -> None:
         self._signals_this_run += 1
         bucket = self._state.in_flight.get(progress.operation_id)
@@ -121,7 +136,7 @@ class JobWorkflow:
         self._state.in_flight[progress.operation_id] = new_bucket
         self._dirty = True
 
-    @workflow.signal
+    @workflow.signal(name=JobSignal.CLOSED)
     def operation_closed(self, closed: OperationClosed) -> None:
         self._signals_this_run += 1
         bucket = self._state.in_flight.pop(closed.operation_id, None)
@@ -136,16 +151,16 @@ class JobWorkflow:
             until = workflow.now() + timedelta(milliseconds=self._input.late_answer_grace_ms)
             state.late_until = max(state.late_until or until, until)
 
-    @workflow.signal
+    @workflow.signal(name=JobSignal.LATE)
     def operation_late(self, late: OperationLate) -> None:
         self._signals_this_run += 1
         self._state.counts.add_out_of_time(late.result)
         self._state.late_pending = max(0, self._state.late_pending - 1)
         self._dirty = True
 
-    # --- the run ---
+    # --- changes ---
 
-    @workflow.update
+    @workflow.update(name=JOB_CHANGE)
     async def change(self, change: JobChange) -> Job:
         """PUT (pause, resume, reschedule, retarget before the start...) or DELETE (cancel)."""
         state = self._state
@@ -163,7 +178,9 @@ class JobWorkflow:
                     JobStatus.IN_PROGRESS if change.request.active else JobStatus.PAUSED
                 )
                 # Hold the operations not sent yet; operations already sent run on.
-                await self._tell_operations("hold", not change.request.active, _NOT_SENT)
+                await self._tell_operations(
+                    OperationSignal.HOLD, not change.request.active, _NOT_SENT
+                )
         self._revision += 1
         self._dirty = True
         return self.job()
@@ -173,8 +190,8 @@ class JobWorkflow:
         were not started yet never run. The cursor keeps pointing past the started ids (their
         order is kept, appended ids come last), and the page in memory is read again."""
         assert old_target is not None and old_target.append is not None
-        old_ids, _ = unique_listed(old_target.append)
-        new_ids, _ = unique_listed(self._selection)
+        old_ids, _ = old_target.append.unique_listed()
+        new_ids, _ = self._selection.unique_listed()
         cursor = self._state.cursor
         started = set(old_ids[: cursor.next_index])
         cursor.next_index = sum(1 for device_id in new_ids if device_id in started)
@@ -188,7 +205,7 @@ class JobWorkflow:
     def _check_change(self, change: JobChange) -> None:
         status = self._state.status
         if status in (JobStatus.FINISHED, JobStatus.CANCELLED, JobStatus.CANCELLING):
-            raise ValueError(TRANSITION_ERROR)
+            raise ApplicationError(TRANSITION_ERROR, type=JOB_STATE_TRANSITION)
         retargeted = change.request is not None and (
             change.request.target != self._input.request.target
         )
@@ -214,21 +231,21 @@ class JobWorkflow:
         elif await self._wait_for_start() and not state.cursor.counted:
             await self._count_targets()
             self._publish()
-            self._callback("JOB_INITIATED")
+            self._callback(JobEvent.INITIATED)
         if state.stopping is None and state.rejected is None:
             if state.execution.started_date is None:
                 state.execution.started_date = workflow.now()
                 self._set_status(
                     JobStatus.IN_PROGRESS if self._input.request.active else JobStatus.PAUSED
                 )
-                self._callback("JOB_STARTED")
+                self._callback(JobEvent.STARTED)
             await self._fan_out()
         cancelled = state.stopping == CancelReason.BY_USER
         if state.execution.finished_date is None:
             state.execution.finished_date = workflow.now()
         self._set_status(JobStatus.CANCELLED if cancelled else JobStatus.FINISHED)
         await self._wait_for_late_answers()
-        self._callback("JOB_FINISHED")
+        self._callback(JobEvent.FINISHED)
         # A receiver that never answers costs the job nothing: its status is already final.
         await workflow.wait_condition(
             lambda: not state.callback_queue and workflow.all_handlers_finished()
@@ -252,19 +269,19 @@ class JobWorkflow:
         state = self._state
         while state.stopping is None and state.execution.started_date is None:
             request = self._input.request
-            start = request.schedule.start if request.schedule else None
-            start_at = start.resolve(self._created_at) if start else None
+            waiting = request.waiting_status(self._created_at, workflow.now())
             changed = self._changed_since(self._revision)
-            if not request.active:
-                self._set_status(JobStatus.IDLE)
+            if waiting is None:
+                break
+            self._set_status(waiting)
+            if waiting is JobStatus.IDLE:
                 await workflow.wait_condition(changed)
-            elif start_at is not None and start_at > workflow.now():
-                self._set_status(JobStatus.SCHEDULED)
-                try:
-                    await workflow.wait_condition(changed, timeout=start_at - workflow.now())
-                except TimeoutError:
-                    break
-            else:
+                continue
+            assert request.schedule is not None and request.schedule.start is not None
+            start_at = request.schedule.start.resolve(self._created_at)
+            try:
+                await workflow.wait_condition(changed, timeout=start_at - workflow.now())
+            except TimeoutError:
                 break
         return state.stopping is None
 
@@ -316,50 +333,19 @@ class JobWorkflow:
 
     def _next_deadline(self) -> timedelta | None:
         now = workflow.now()
-        moments = [m for m in (self._deadline(), self._pace_reset()) if m is not None and m > now]
+        pace = pace_reset(self._input.request.rollout, self._state, now)
+        moments = [m for m in (self._deadline(), pace) if m is not None and m > now]
         return min(moments) - now if moments else None
 
     def _must_stop(self) -> bool:
         state = self._state
         return (state.stopping is not None and not state.stop_signalled) or self._should_abort()
 
-    def _pace_room(self) -> int | None:
-        rollout = self._input.request.rollout
-        if rollout is None or rollout.max_per_minute is None:
-            return None
-        window_start = self._state.pace_window_start
-        if window_start is None or workflow.now() - window_start >= PACE_WINDOW:
-            return rollout.max_per_minute
-        return rollout.max_per_minute - self._state.pace_started
-
-    def _pace_reset(self) -> datetime | None:
-        start = self._state.pace_window_start
-        if start is None or self._pace_room() != 0:
-            return None
-        return start + PACE_WINDOW
-
-    def _count_paced(self, started: int) -> None:
-        state = self._state
-        if self._pace_room() is None:
-            return
-        if (
-            state.pace_window_start is None
-            or workflow.now() - state.pace_window_start >= PACE_WINDOW
-        ):
-            state.pace_window_start, state.pace_started = workflow.now(), 0
-        state.pace_started += started
-
     def _should_abort(self) -> bool:
-        rollout = self._input.request.rollout
         state = self._state
-        if state.aborted or state.stopping or rollout is None or rollout.abort is None:
+        if state.aborted or state.stopping:
             return False
-        counts = state.counts
-        executed = counts.total - counts.in_progress
-        failed = executed - counts[Bucket.SUCCESSFUL]
-        return executed >= rollout.abort.min_executed and (
-            failed * 100 >= rollout.abort.failure_threshold_percent * executed
-        )
+        return should_abort(self._input.request.rollout, state.counts)
 
     def _abort(self) -> None:
         """A bad rollout: nothing more is started; operations already started finish."""
@@ -389,7 +375,9 @@ class JobWorkflow:
             if reason == CancelReason.BY_USER
             else "the job's deadline passed"
         )
-        await self._tell_operations("stop", OperationStop(reason=reason, description=description))
+        await self._tell_operations(
+            OperationSignal.STOP, OperationStop(reason=reason, description=description)
+        )
         state.stop_signalled = True
 
     async def _tell_operations(
@@ -415,43 +403,21 @@ class JobWorkflow:
 
     # --- callbacks (SPEC 6) ---
 
-    def _callback(self, event: str) -> None:
+    def _callback(self, event: JobEvent) -> None:
         request = self._input.request
         state = self._state
         if not (request.notify and request.callback) or event in state.callbacks_sent:
             return
         state.callbacks_sent.append(event)
-        job = self.job().model_dump(mode="json", exclude_none=True)
-        if event == "JOB_INITIATED":
-            payload: dict[str, Any] = {
-                "id": job["id"],
-                "request": job["request"],
-                "report": {k: job["report"][k] for k in ("execution", "summary")},
-            }
-        elif event == "JOB_STARTED":
-            payload = {
-                "job": {
-                    "id": job["id"],
-                    "request": job["request"],
-                    "report": {"execution": job["report"]["execution"]},
-                }
-            }
-        else:
-            payload = {
-                "job": {
-                    "id": job["id"],
-                    "request": job["request"],
-                    "report": {k: job["report"][k] for k in ("execution", "summary")},
-                }
-            }
-        delivery = CallbackInput(
-            url=request.callback,
-            event=event,
-            delivery_id=str(workflow.uuid4()),
-            payload=payload,
-            job_id=self._input.job_id if event == "JOB_FINISHED" else None,
+        state.callback_queue.append(
+            CallbackInput(
+                url=request.callback,
+                event=event,
+                delivery_id=str(workflow.uuid4()),
+                payload=callback_payload(event, self.job()),
+                job_id=self._input.job_id if event is JobEvent.FINISHED else None,
+            )
         )
-        state.callback_queue.append(delivery)
 
     async def _deliver_callbacks(self) -> None:
         """Deliver queued callbacks one at a time, in order. A run that continues-as-new drops
@@ -498,7 +464,7 @@ class JobWorkflow:
         if rollout is not None and rollout.max_concurrency is not None:
             window = min(window, rollout.max_concurrency)
         room = min(window - len(self._state.in_flight), fan_out.start_batch - len(self._starts))
-        paced = self._pace_room()
+        paced = pace_room(self._input.request.rollout, self._state, workflow.now())
         return room if paced is None else min(room, paced)
 
     def _can_start(self) -> bool:
@@ -524,7 +490,7 @@ class JobWorkflow:
             await self._read_page()
         batch = self._page[: self._room()]
         del self._page[: len(batch)]
-        self._count_paced(len(batch))
+        count_paced(self._input.request.rollout, self._state, workflow.now(), len(batch))
         cursor = self._state.cursor
         for device, position in batch:
             operation_id = str(workflow.uuid4())

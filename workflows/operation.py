@@ -28,7 +28,16 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
-    from core.temporal import OPERATION_RESULT, OPERATION_STATUS
+    from core.temporal import (
+        HAND_OUT,
+        LATE_ANSWERS_UNTIL_MEMO,
+        OPERATION_MEMO,
+        OPERATION_RESULT,
+        OPERATION_STATUS,
+        OPERATION_WORKFLOW,
+        JobSignal,
+        OperationSignal,
+    )
     from models.bounds import MAX_EPOCH_MS, MAX_STEPS, MIN_EPOCH_MS, violations
     from models.enums import CancelReason, OperationStatus, ResultCode
     from models.messages import (
@@ -50,10 +59,6 @@ with workflow.unsafe.imports_passed_through():
         OperationStep,
     )
     from models.summary import device_cancel_reason
-
-OPERATION_MEMO = "operation"
-# Memo key: until when a timed-out operation takes a late answer (ISO date), absent otherwise.
-LATE_ANSWERS_UNTIL_MEMO = "lateAnswersUntil"
 
 # A device that answers 5xx is tried again a few times within one push.
 SEND_RETRY = RetryPolicy(
@@ -100,7 +105,7 @@ def device_request(input: OperationInput, now: datetime) -> DeviceRequest:
     )
 
 
-@workflow.defn
+@workflow.defn(name=OPERATION_WORKFLOW)
 class OperationWorkflow:
     @workflow.init
     def __init__(self, input: OperationInput) -> None:
@@ -123,7 +128,7 @@ class OperationWorkflow:
     def operation(self) -> Operation:
         return self._op
 
-    @workflow.signal
+    @workflow.signal(name=OperationSignal.DEVICE_RESPONSE)
     def device_response(self, response: DeviceResponseBody) -> None:
         """A partial (steps only) or final (with resultCode) answer from the device."""
         if self._op.status.is_closed:
@@ -136,16 +141,16 @@ class OperationWorkflow:
         if response.result_code is not None and self._final is None:
             self._final = response
 
-    @workflow.signal
+    @workflow.signal(name=OperationSignal.STOP)
     def stop(self, stop: OperationStop) -> None:
         if self._stop is None:
             self._stop = stop
 
-    @workflow.signal
+    @workflow.signal(name=OperationSignal.HOLD)
     def hold(self, held: bool) -> None:
         self._held = held
 
-    @workflow.update
+    @workflow.update(name=HAND_OUT)
     def hand_out(self) -> DeviceRequest:
         """The device polled for pending work: hand it this operation's request, once."""
         assert self._request is not None
@@ -202,7 +207,7 @@ class OperationWorkflow:
             self._set_status(OperationStatus.PENDING_EXECUTION)
 
         delivered = await self._deliver(now + timedelta(milliseconds=params.connection_timeout))
-        if delivered is None or self._stopped():
+        if delivered is None or self._cancel_if_stopped():
             return False
         if delivered.delivery is Delivery.ANSWERED and delivered.response is not None:
             self._final = delivered.response
@@ -219,7 +224,7 @@ class OperationWorkflow:
                 self._cancel(CancelReason.BY_TIMEOUT, "no final answer within the timeout")
                 return True
             if self._final is None:  # stopped by the job while the device works on it
-                self._stopped()
+                self._cancel_if_stopped()
                 return False
         self._record_final()
         return False
@@ -230,7 +235,7 @@ class OperationWorkflow:
         while True:
             # While the job is paused nothing is sent; a stopped operation is never sent.
             await workflow.wait_condition(lambda: not self._held or self._stop is not None)
-            if self._stopped():
+            if self._cancel_if_stopped():
                 return None
             sent = await self._push()
             if sent.delivery is not Delivery.UNREACHABLE or self._final is not None:
@@ -244,7 +249,7 @@ class OperationWorkflow:
             if not await self._wait(self._device_has_it, min(backoff, remaining)):
                 backoff = min(backoff * 2, MAX_PUSH_BACKOFF)
                 continue
-            if self._stopped():
+            if self._cancel_if_stopped():
                 return None
             # Handed out on a poll (or answered directly): the device has the request.
             return SendRequestResult(delivery=Delivery.ACCEPTED)
@@ -262,7 +267,7 @@ class OperationWorkflow:
             return False
         return True
 
-    def _stopped(self) -> bool:
+    def _cancel_if_stopped(self) -> bool:
         """Whether the job stopped this operation; if so it is now cancelled."""
         if self._stop is None:
             return False
@@ -346,7 +351,7 @@ class OperationWorkflow:
         workflow.upsert_search_attributes([OPERATION_STATUS.value_set(status.value)])
         workflow.upsert_memo({OPERATION_MEMO: self._op})
         self._report(
-            "operation_progress",
+            JobSignal.PROGRESS,
             OperationProgress(operation_id=self._input.operation_id, status=status),
         )
 
@@ -370,7 +375,7 @@ class OperationWorkflow:
             self._late_window_open = True
         workflow.upsert_memo(memo)
         self._report(
-            "operation_closed",
+            JobSignal.CLOSED,
             OperationClosed(
                 operation_id=self._input.operation_id,
                 status=self._op.status,
@@ -398,7 +403,7 @@ class OperationWorkflow:
         workflow.upsert_search_attributes([OPERATION_RESULT.value_set(final.result_code.value)])
         workflow.upsert_memo({OPERATION_MEMO: self._op, LATE_ANSWERS_UNTIL_MEMO: None})
         self._report(
-            "operation_late",
+            JobSignal.LATE,
             OperationLate(operation_id=self._input.operation_id, result=final.result_code),
         )
         await self._flush_reports()

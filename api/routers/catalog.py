@@ -10,11 +10,12 @@ from pydantic import ValidationError
 from api.deps import InventoryDep, Reader, TemporalDep, Writer
 from api.errors import ApiError, ErrorCode, validation_error
 from api.visibility import all_of, equals
-from core.catalog import BUILT_IN, OperationType, OperationTypeIn, OperationTypeRecord
+from core.catalog import BUILT_IN
 from core.operation_types import UnknownCatalogEntry, resolve_definition, schema_errors
 from core.temporal import JOB_STATUS, OPERATION_NAME
 from inventory.operation_types import OperationTypeExists, OperationTypeStore
 from models.enums import JobStatus
+from models.operation_types import OperationType, OperationTypeIn, OperationTypeRecord
 
 router = APIRouter(prefix="/north/v80/operationTypes", tags=["operation types"])
 

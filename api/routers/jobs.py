@@ -17,7 +17,15 @@ from api.deps import InventoryDep, Reader, SettingsDep, TemporalDep, Writer
 from api.errors import ApiError, ErrorCode, validation_error
 from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
 from api.visibility import PageRequest, all_of, equals, list_page
-from core.temporal import JOB_ID, JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
+from core.temporal import (
+    JOB_CHANGE,
+    JOB_ID,
+    JOB_STATUS,
+    JOB_USER,
+    OPERATION_NAME,
+    TASK_ID,
+    job_workflow_id,
+)
 from models.bounds import STORED
 from models.enums import JobStatus
 from models.jobs import Job, JobList, JobPatchEnvelope, JobReport, JobRequest, Page
@@ -29,7 +37,7 @@ from models.messages import (
     JobState,
 )
 from models.operations import Operation, OperationList
-from workflows.job import TRANSITION_ERROR, JobWorkflow
+from workflows.job import TRANSITION_ERROR
 from workflows.operation import OPERATION_MEMO
 
 router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"])
@@ -51,7 +59,7 @@ async def create_job(
     input = job_input(request, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
     await start_job(client, settings, input)
     response.headers["Location"] = f"/north/v80/operation/jobs/{input.job_id}"
-    return input.view(JobState(status=initial_status(request)))
+    return input.view(JobState(status=initial_status(input)))
 
 
 async def read_job(client: Client, job_id: str) -> Job:
@@ -141,7 +149,7 @@ async def change_job(client: Client, job_id: str, change: JobChange) -> Job:
     forbids is 400 code 1015."""
     handle = client.get_workflow_handle(job_workflow_id(job_id))
     try:
-        return await handle.execute_update(JobWorkflow.change, change)
+        return await handle.execute_update(JOB_CHANGE, change, result_type=Job)
     except WorkflowUpdateFailedError as exc:
         message = getattr(exc.cause, "message", str(exc.cause))
         if message == TRANSITION_ERROR:

@@ -1,0 +1,124 @@
+"""Operation types (SPEC 3.4) on the wire: what an operator sends, and the type objects served.
+
+Bounded like every request (models/bounds.py); a parameter schema is bounded in depth and size
+before anything walks it. What the schema says is checked by ``core.operation_types``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from models.base import StrictWireModel, UtcDatetime, WireModel
+from models.bounds import MAX_TYPE_NAME, check_text, items, text
+
+# Names travel in URLs, visibility queries (the OperationName search attribute) and device
+# requests: keep them plain.
+TYPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+MAX_NAME_LENGTH = MAX_TYPE_NAME
+MAX_TITLE_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_STEPS = 50
+
+# A parameter schema is checked by recursive code (jsonschema, pydantic's serialiser) at every job:
+# its depth and size are bounded before anything walks it recursively.
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def invalid_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored or sent on (a lone surrogate, which cannot be encoded as
+    UTF-8, or a NUL); None when it is fine."""
+    try:
+        check_text(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def schema_bounds_error(schema: Any) -> tuple[list[str | int], str] | None:
+    """Where and why ``schema`` (decoded JSON) is out of bounds: nested deeper than
+    ``MAX_SCHEMA_DEPTH``, larger than ``MAX_SCHEMA_BYTES`` as JSON, text that is not valid Unicode,
+    a number that is not finite; None when it is within them. Iterative on purpose: a hostile depth
+    must not exhaust the stack."""
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(schema, 1, ())]
+    nodes = 0
+    while stack:
+        node, depth, path = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_BYTES:  # every JSON value takes at least one byte
+            return [], f"is larger than {MAX_SCHEMA_BYTES} bytes as JSON"
+        if isinstance(node, dict | list) and depth > MAX_SCHEMA_DEPTH:
+            return list(path), f"nests deeper than {MAX_SCHEMA_DEPTH} levels"
+        if isinstance(node, dict):
+            for key, value in node.items():
+                why = invalid_text(key) if isinstance(key, str) else "keys must be strings"
+                if why is not None:
+                    return list(path), f"a property name {why}"
+                stack.append((value, depth + 1, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(node))
+        elif isinstance(node, str):
+            why = invalid_text(node)
+            if why is not None:
+                return list(path), why
+        elif isinstance(node, float) and not math.isfinite(node):
+            return list(path), "numbers must be finite"
+    size = len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_SCHEMA_BYTES:
+        return [], f"is larger than {MAX_SCHEMA_BYTES} bytes as JSON ({size})"
+    return None
+
+
+def _bounded_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    found = schema_bounds_error(schema)
+    if found is not None:
+        where, why = found
+        inside = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
+        raise ValueError(f"{inside.lstrip('.')}: {why}" if inside else why)
+    return schema
+
+
+TypeName = Annotated[str, text(MAX_NAME_LENGTH), Field(pattern=TYPE_NAME_PATTERN)]
+Title = Annotated[str, text(MAX_TITLE_LENGTH)]
+Description = Annotated[str, text(MAX_DESCRIPTION_LENGTH)]
+
+
+class StepDefinition(StrictWireModel):
+    name: Annotated[str, text(MAX_NAME_LENGTH, min_length=1)]
+    title: Title | None = None
+    description: Description | None = None
+
+
+class OperationType(WireModel):
+    """The operation type object of SPEC 3.4."""
+
+    name: str
+    title: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    steps: list[StepDefinition] = []
+
+
+class OperationTypeRecord(OperationType):
+    """An operation type as listed by the API: built-in or custom, and when a custom one changed."""
+
+    custom: bool = False
+    created_date: UtcDatetime | None = None
+    updated_date: UtcDatetime | None = None
+
+
+class OperationTypeIn(StrictWireModel):
+    """The body of ``POST``/``PUT /operationTypes``; ``fromCatalog`` starts from a built-in type's
+    schema and steps, and the fields given here override them. Bounded here, before anything
+    walks the schema; what the schema says is checked by ``core.operation_types.schema_errors``."""
+
+    name: TypeName | None = None
+    title: Title | None = None
+    description: Description | None = None
+    parameters: Annotated[dict[str, Any], AfterValidator(_bounded_schema)] | None = None
+    steps: Annotated[list[StepDefinition], items(MAX_STEPS)] | None = None
+    from_catalog: TypeName | None = None
