@@ -13,7 +13,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from core.temporal import JOB_ID
+from core.temporal import OPERATION_MEMO, operations_of_job
 from models.messages import CallbackInput
 from models.operations import Operation
 
@@ -63,11 +63,11 @@ class CallbackActivities:
         return answer.status_code
 
     async def _result(self, job_id: str) -> dict[str, Any]:
-        query = f"WorkflowType = 'OperationWorkflow' AND {JOB_ID.name} = '{job_id}'"
+        query = operations_of_job(job_id)
         total = (await self._client.count_workflows(query)).count
         operations: list[dict[str, Any]] = []
         async for execution in self._client.list_workflows(query, limit=RESULT_PAGE_SIZE):
-            op = await execution.memo_value("operation", type_hint=Operation)
+            op = await execution.memo_value(OPERATION_MEMO, type_hint=Operation)
             operations.append(op.model_dump(mode="json", exclude_none=True))
         return {
             "page": {"number": 1, "of": max(1, math.ceil(total / RESULT_PAGE_SIZE))},

@@ -18,13 +18,22 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import re2
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from jsonschema.protocols import Validator
 from jsonschema_specifications import REGISTRY as META_SCHEMAS
 from referencing.exceptions import Unresolvable
 
 from core.catalog import BUILT_IN
+from core.patterns import (
+    MAX_PATTERNS,
+    MAX_PROGRAM_SIZE,
+    Compiled,
+    PatternError,
+    check_pattern,
+    compile_pattern,
+    compiled,
+    pattern_search,
+)
 from models.operation_types import OperationType, OperationTypeIn, schema_bounds_error
 
 
@@ -51,195 +60,21 @@ class InvalidParameters(Exception):
         self.errors = errors
 
 
-# --- patterns ---
+# --- patterns (core.patterns) ---
 
-MAX_PATTERN_LENGTH = 1000
-# Compiling costs about 0.5 us per RE2 instruction, and a Unicode class makes many (``\pL{30}`` is
-# 36,000): per pattern, RE2 refuses a program past _PATTERN_MEMORY; per schema, the patterns are
-# at most MAX_PATTERNS, of MAX_PROGRAM_SIZE instructions in all. The cache holds several schemas'
-# worth, so a job's devices never compile twice.
-_PATTERN_MEMORY = 1 << 20
-MAX_PATTERNS = 32
-MAX_PROGRAM_SIZE = 200_000
-_CACHED_PATTERNS = 256
 # For parameters of ``format: regex``: a compile costs up to ~4 ms at this size, charged to the
 # check's budget as _VALUE_COMPILE_COST keyword evaluations.
 _VALUE_PATTERN_MEMORY = 64 << 10
 _CACHED_VALUES = 128
 _VALUE_COMPILE_COST = 1000
 
-# ECMA 262's ``\s`` and ``.`` take more characters than RE2's (which are ASCII-only / exclude only
-# ``\n``); written out so a schema's pattern means what its author tested in a browser.
-_ECMA_SPACE = (
-    r"\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
-    r"\x{FEFF}"
-)
-_ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
-_NOTHING = r"[^\x{0}-\x{10FFFF}]"
-_ANYTHING = r"[\x{0}-\x{10FFFF}]"
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-class PatternError(ValueError):
-    """A pattern RE2 cannot take (backreferences, lookaround, too long or too large...)."""
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    regex: Any  # re2._Regexp, or None with ``error`` set
-    error: str = ""
-
-    @property
-    def size(self) -> int:
-        return int(self.regex.programsize) if self.regex is not None else 0
-
-
-def check_pattern(pattern: str) -> None:
-    """PatternError saying why ``pattern`` cannot be evaluated; nothing when it can."""
-    compiled = _compile(pattern)
-    if compiled.regex is None:
-        raise PatternError(compiled.error)
-
-
-def pattern_search(pattern: str, text: str) -> bool:
-    """Whether ``pattern`` (ECMA 262 syntax) matches anywhere in ``text``, as JSON-Schema's
-    ``pattern`` means it: an unanchored search. PatternError when RE2 cannot take the pattern,
-    UnicodeEncodeError when ``text`` holds a lone surrogate."""
-    compiled = _compile(pattern)
-    if compiled.regex is None:
-        raise PatternError(compiled.error)
-    return compiled.regex.search(text) is not None
-
-
-@functools.lru_cache(maxsize=_CACHED_PATTERNS)
-def _compile(pattern: str) -> _Compiled:
-    # Compiled once per distinct pattern: a 10,000-device job checks the same few patterns
-    # 10,000 times. A failure is cached too (a type stored before this check may hold one).
-    return _compiled(pattern, _PATTERN_MEMORY)
-
 
 @functools.lru_cache(maxsize=_CACHED_VALUES)
-def _compile_value(pattern: str) -> _Compiled:
+def _compile_value(pattern: str) -> Compiled:
     # A parameter of ``format: regex`` comes with every job, in any number: a smaller program
     # and its own cache, so values neither cost what a schema's patterns may nor evict them.
     _spend(_VALUE_COMPILE_COST)
-    return _compiled(pattern, _VALUE_PATTERN_MEMORY)
-
-
-def _compiled(pattern: str, memory: int) -> _Compiled:
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        return _Compiled(None, f"is longer than {MAX_PATTERN_LENGTH} characters")
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = memory
-    try:
-        return _Compiled(re2.compile(_re2_syntax(pattern), options))
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        hint = (
-            "; backreferences and lookaround are not supported"
-            if "escape" in str(reason) or "perl operator" in str(reason)
-            else ""
-        )
-        return _Compiled(None, f"is not a pattern this API can evaluate ({reason}){hint}")
-    except UnicodeEncodeError:
-        return _Compiled(None, "must be valid Unicode text (it holds a lone surrogate)")
-
-
-def _re2_syntax(pattern: str) -> str:
-    r"""An ECMA 262 pattern in RE2's syntax where the two spell the same thing differently:
-    ``\uXXXX`` (surrogate pairs joined) and ``\u{X}`` escapes, ``\cX``, ``[]`` / ``[^]``, and
-    ECMA's wider ``\s``, ``\S`` and ``.``. What RE2 lacks (backreferences, lookaround) is left for
-    RE2 to refuse."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            escaped = pattern[i + 1]
-            if escaped == "u":
-                code, length = _unicode_escape(pattern, i)
-                if length:
-                    out.append(f"\\x{{{code:X}}}")
-                    i += length
-                    continue
-            elif (
-                escaped == "c"
-                and pattern[i + 2 : i + 3].isascii()
-                and pattern[i + 2 : i + 3].isalpha()
-            ):
-                out.append(f"\\x{{{ord(pattern[i + 2]) % 32:X}}}")
-                i += 3
-                continue
-            elif escaped == "s":
-                out.append(_ECMA_SPACE if in_class else f"[{_ECMA_SPACE}]")
-                i += 2
-                continue
-            elif escaped == "S" and not in_class:
-                out.append(f"[^{_ECMA_SPACE}]")
-                i += 2
-                continue
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-            out.append(c)
-        elif c == "[":
-            # ECMA closes a class at its first ``]``: ``[]`` matches nothing, ``[^]`` anything
-            # (RE2 would read the ``]`` as a member).
-            if pattern.startswith("[]", i):
-                out.append(_NOTHING)
-                i += 2
-                continue
-            if pattern.startswith("[^]", i):
-                out.append(_ANYTHING)
-                i += 3
-                continue
-            in_class = True
-            out.append(c)
-            if pattern.startswith("[^", i):
-                out.append("^")
-                i += 1
-        elif c == ".":
-            out.append(_ECMA_DOT)
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _is_ascii_letter(char: str) -> bool:
-    return len(char) == 1 and char.isascii() and char.isalpha()
-
-
-def _unicode_escape(pattern: str, at: int) -> tuple[int, int]:
-    r"""The code point of the ``\u`` escape at ``at`` and its length; length 0 when it is none."""
-    if pattern.startswith("\\u{", at):
-        close = pattern.find("}", at + 3)
-        digits = pattern[at + 3 : close]
-        if close > 0 and 0 < len(digits) <= 6 and set(digits) <= _HEX:
-            code = int(digits, 16)
-            if code <= 0x10FFFF:
-                return code, close + 1 - at
-        return 0, 0
-    digits = pattern[at + 2 : at + 6]
-    if len(digits) < 4 or not set(digits) <= _HEX:
-        return 0, 0
-    code = int(digits, 16)
-    low = pattern[at + 8 : at + 12]
-    if (
-        0xD800 <= code <= 0xDBFF
-        and pattern.startswith("\\u", at + 6)
-        and len(low) == 4
-        and set(low) <= _HEX
-        and 0xDC00 <= int(low, 16) <= 0xDFFF
-    ):
-        return 0x10000 + ((code - 0xD800) << 10) + (int(low, 16) - 0xDC00), 12
-    return code, 6
+    return compiled(pattern, _VALUE_PATTERN_MEMORY)
 
 
 def _short(value: Any) -> str:
@@ -357,20 +192,10 @@ def _unevaluated_properties(
 
 def _evaluated_keys(validator: Any, instance: Mapping[str, Any], schema: Any) -> list[str]:
     """jsonschema's ``find_evaluated_property_keys_by_schema`` with RE2 for
-    ``patternProperties``. ``_resolver`` is jsonschema's (private) reference resolver, which its
-    own version uses the same way."""
+    ``patternProperties``: the keys of ``instance`` that ``schema`` evaluates."""
     if validator.is_type(schema, "boolean"):
         return []
-    keys: list[str] = []
-    for keyword in ("$ref", "$dynamicRef"):
-        reference = schema.get(keyword)
-        if reference is not None:
-            resolved = validator._resolver.lookup(reference)
-            keys += _evaluated_keys(
-                validator.evolve(schema=resolved.contents, _resolver=resolved.resolver),
-                instance,
-                resolved.contents,
-            )
+    keys = _referenced_keys(validator, instance, schema)
     properties = schema.get("properties")
     if validator.is_type(properties, "object"):
         keys += properties.keys() & instance.keys()
@@ -384,21 +209,41 @@ def _evaluated_keys(validator: Any, instance: Mapping[str, Any], schema: Any) ->
             )
     for pattern in schema.get("patternProperties", {}):
         keys += (name for name in instance if _matches(pattern, name))
-    for name, subschema in schema.get("dependentSchemas", {}).items():
-        if name in instance:
-            keys += _evaluated_keys(validator, instance, subschema)
+    return keys + _applied_keys(validator, instance, schema)
+
+
+def _referenced_keys(validator: Any, instance: Mapping[str, Any], schema: Any) -> list[str]:
+    """The keys the schemas ``schema`` refers to evaluate. ``_resolver`` is jsonschema's
+    (private) reference resolver, which its own version uses the same way."""
+    keys: list[str] = []
+    for keyword in ("$ref", "$dynamicRef"):
+        reference = schema.get(keyword)
+        if reference is not None:
+            resolved = validator._resolver.lookup(reference)
+            keys += _evaluated_keys(
+                validator.evolve(schema=resolved.contents, _resolver=resolved.resolver),
+                instance,
+                resolved.contents,
+            )
+    return keys
+
+
+def _applied_keys(validator: Any, instance: Mapping[str, Any], schema: Any) -> list[str]:
+    """The keys evaluated by the subschemas that apply to ``instance``: dependentSchemas,
+    the passing ones of allOf/oneOf/anyOf, and if/then/else."""
+    applied: list[Any] = [
+        subschema
+        for name, subschema in schema.get("dependentSchemas", {}).items()
+        if name in instance
+    ]
     for keyword in ("allOf", "oneOf", "anyOf"):
-        for subschema in schema.get(keyword, []):
-            if _valid(validator.descend(instance, subschema)):
-                keys += _evaluated_keys(validator, instance, subschema)
+        applied += (s for s in schema.get(keyword, []) if _valid(validator.descend(instance, s)))
     if "if" in schema:
         if validator.evolve(schema=schema["if"]).is_valid(instance):
-            keys += _evaluated_keys(validator, instance, schema["if"])
-            if "then" in schema:
-                keys += _evaluated_keys(validator, instance, schema["then"])
+            applied += [schema["if"], *([schema["then"]] if "then" in schema else [])]
         elif "else" in schema:
-            keys += _evaluated_keys(validator, instance, schema["else"])
-    return keys
+            applied.append(schema["else"])
+    return [key for subschema in applied for key in _evaluated_keys(validator, instance, subschema)]
 
 
 def _valid(errors: Iterator[ValidationError]) -> bool:
@@ -584,7 +429,7 @@ def _pattern_budget_error(schema: dict[str, Any], prefix: str) -> FieldError | N
         seen.add(pattern)
         if len(seen) > MAX_PATTERNS:
             return FieldError(path, f"a schema may hold at most {MAX_PATTERNS} distinct patterns")
-        size += _compile(pattern).size
+        size += compile_pattern(pattern).size
         if size > MAX_PROGRAM_SIZE:
             return FieldError(
                 path,

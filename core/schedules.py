@@ -85,20 +85,10 @@ def plan(schedule: TaskSchedule, now: datetime) -> Plan:
 
 
 def validate(schedule: TaskSchedule, now: datetime) -> None:
+    """ScheduleError naming the first field that makes ``schedule`` impossible at ``now``."""
+    _validate_cron_and_zone(schedule)
     start = schedule.start.date if schedule.start else None
     stop = schedule.stop
-    if schedule.cron is not None:
-        if schedule.repeating:
-            raise ScheduleError("schedule.cron", "give either repeating or cron, not both")
-        if len(schedule.cron.split()) != 5:
-            raise ScheduleError("schedule.cron", "cron must have 5 fields (min hour dom mon dow)")
-    if schedule.timezone is not None:
-        try:
-            ZoneInfo(schedule.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ScheduleError(
-                "schedule.timezone", f"unknown time zone {schedule.timezone}"
-            ) from exc
     if stop and stop.date is not None:
         if stop.date <= now:
             raise ScheduleError("schedule.stop.date", "the stop date is in the past")
@@ -115,6 +105,21 @@ def validate(schedule: TaskSchedule, now: datetime) -> None:
             raise ScheduleError(
                 "schedule.stop.executions", "a one-time task runs once: executions needs repeating"
             )
+
+
+def _validate_cron_and_zone(schedule: TaskSchedule) -> None:
+    if schedule.cron is not None:
+        if schedule.repeating:
+            raise ScheduleError("schedule.cron", "give either repeating or cron, not both")
+        if len(schedule.cron.split()) != 5:
+            raise ScheduleError("schedule.cron", "cron must have 5 fields (min hour dom mon dow)")
+    if schedule.timezone is not None:
+        try:
+            ZoneInfo(schedule.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ScheduleError(
+                "schedule.timezone", f"unknown time zone {schedule.timezone}"
+            ) from exc
 
 
 def is_recurring(schedule: TaskSchedule) -> bool:

@@ -12,14 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from core.catalog import BUILT_IN
-from core.operation_types import (
+from core.operation_types import ParameterSchema, schema_errors
+from core.patterns import (
     MAX_PATTERN_LENGTH,
     MAX_PATTERNS,
-    ParameterSchema,
     PatternError,
     check_pattern,
     pattern_search,
-    schema_errors,
 )
 from models.operation_types import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_STEPS, OperationTypeIn
 
