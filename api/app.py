@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import errors
-from api.errors import ErrorCode, error_response
+from api import errors, openapi
+from api.body_limit import BodyLimit
 from api.routers import api_keys, catalog, devices, health, jobs, search, south, tasks
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -53,22 +53,16 @@ def create_app(
     app = FastAPI(
         title="Fleet operations engine",
         summary="OpenGate-compatible operations API on Temporal",
+        description=openapi.DESCRIPTION.format(max_body_bytes=settings.max_body_bytes),
         version="0.1.0",
         lifespan=lifespan,
     )
     errors.install(app)
-
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error_response(
-                413, ErrorCode.BODY_TOO_LARGE, f"Body larger than {settings.max_body_bytes} bytes"
-            )
-        return await call_next(request)
+    # The last added is the outermost: a 500 for anything unexpected, then the body limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(errors.ServerErrors)
 
     for module in (health, jobs, devices, api_keys, catalog, south, search, tasks):
         app.include_router(module.router)
+    openapi.install(app)
     return app

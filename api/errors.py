@@ -1,8 +1,11 @@
 """The SPEC error body, ``{"errors":[{"code","message","context":[{"name","value"}]}]}``, for every
-error the API answers with, including FastAPI's own validation and routing errors."""
+error the API answers with: ours, FastAPI's validation and routing errors, and an unexpected
+exception (a 500 carrying a correlation id that is also in the log, with the traceback)."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
@@ -10,13 +13,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-Id"
 
 
 class ErrorCode(IntEnum):
     """Error codes of the body; 1015 is OpenGate's, the others are this project's (docs/api.md)."""
 
+    INTERNAL = 1000
     INVALID_REQUEST = 1001
     FORBIDDEN_FIELD = 1002
     UNKNOWN_OPERATION_TYPE = 1003
@@ -37,8 +46,25 @@ _DEFAULT_CODES = {
     405: ErrorCode.INVALID_REQUEST,
     409: ErrorCode.CONFLICT,
     413: ErrorCode.BODY_TOO_LARGE,
+    500: ErrorCode.INTERNAL,
     503: ErrorCode.UNAVAILABLE,
 }
+
+
+# The body as models, for the OpenAPI document (every error answer is declared with it).
+class ErrorContext(BaseModel):
+    name: str
+    value: str
+
+
+class ErrorDetail(BaseModel):
+    code: int
+    message: str
+    context: list[ErrorContext] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    errors: list[ErrorDetail] = Field(min_length=1)
 
 
 class ApiError(Exception):
@@ -61,6 +87,12 @@ class ApiError(Exception):
         return error_response(self.status, self.code, self.message, self.context, self.headers)
 
 
+def _text(value: Any) -> str:
+    # An error may echo what the client sent: a lone surrogate in it would make the answer itself
+    # fail to encode (a 500 instead of the 4xx), so such characters are shown escaped.
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(
     status: int,
     code: int,
@@ -68,25 +100,41 @@ def error_response(
     context: Sequence[tuple[str, Any]] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    error: dict[str, Any] = {"code": int(code), "message": message}
+    error: dict[str, Any] = {"code": int(code), "message": _text(message)}
     if context:
-        error["context"] = [{"name": name, "value": str(value)} for name, value in context]
+        error["context"] = [{"name": _text(name), "value": _text(value)} for name, value in context]
     return JSONResponse({"errors": [error]}, status_code=status, headers=dict(headers or {}))
 
 
+# A 10,000-device request can fail on every device: the body names the first failures only.
+MAX_CONTEXT_ERRORS = 100
+MAX_MESSAGE_ERRORS = 5
+
+
 def validation_error(exc: ValidationError | RequestValidationError, prefix: str = "") -> ApiError:
-    """A 400 naming each failing field, as a dotted path in the SPEC's camelCase names."""
+    """A 400 naming each failing field (the first ``MAX_CONTEXT_ERRORS``), as a dotted path in
+    the SPEC's camelCase names."""
+    failures = exc.errors()
     context: list[tuple[str, Any]] = []
-    messages: list[str] = []
-    for err in exc.errors():
+    for err in failures[:MAX_CONTEXT_ERRORS]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         field = ".".join(filter(None, [prefix, *loc])) or "body"
         context.append((field, err.get("msg", "invalid")))
-        messages.append(f"{field}: {err.get('msg', 'invalid')}")
-    forbidden = any(e.get("type") == "extra_forbidden" for e in exc.errors())
+    details = "; ".join(f"{field}: {why}" for field, why in context[:MAX_MESSAGE_ERRORS])
+    if len(failures) > MAX_MESSAGE_ERRORS:
+        details += f" (and {len(failures) - MAX_MESSAGE_ERRORS} more)"
+    forbidden = any(e.get("type") == "extra_forbidden" for e in failures)
     code = ErrorCode.FORBIDDEN_FIELD if forbidden else ErrorCode.INVALID_REQUEST
     message = "Forbidden field" if forbidden else "Invalid request"
-    return ApiError(400, f"{message}: {'; '.join(messages)}", code, context)
+    return ApiError(400, f"{message}: {details}", code, context)
+
+
+def _routing_message(request: Request, exc: StarletteHTTPException) -> str:
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return f"No route {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        return f"Method {request.method} is not allowed on {request.url.path}"
+    return str(exc.detail)
 
 
 def install(app: FastAPI) -> None:
@@ -99,6 +147,66 @@ def install(app: FastAPI) -> None:
         return validation_error(exc).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _DEFAULT_CODES.get(exc.status_code, exc.status_code)
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(
+            exc.status_code, code, _routing_message(request, exc), headers=exc.headers
+        )
+
+
+class ServerErrors:
+    """Outermost middleware: an exception no handler took becomes a 500 in the SPEC body with a
+    correlation id, logged with its traceback under the same id, so a client's report finds it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            correlation = uuid.uuid4().hex
+            log.exception(
+                "Unexpected error (correlation id %s) on %s %s",
+                correlation,
+                scope.get("method"),
+                scope.get("path"),
+            )
+            if started:  # too late for an error body: the server closes the connection
+                raise
+            response = error_response(
+                500,
+                ErrorCode.INTERNAL,
+                f"Internal error; quote correlation id {correlation}",
+                [("correlationId", correlation)],
+                {CORRELATION_HEADER: correlation},
+            )
+            await response(scope, receive, send)
+
+
+MEANINGS = {
+    400: "Invalid request: the SPEC error body names each failing field in `context`",
+    401: "Missing or unknown X-ApiKey",
+    403: "The key's role or device may not do this",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Body larger than the configured limit (FLEET_MAX_BODY_BYTES)",
+    500: "Unexpected error: the message and the X-Correlation-Id header carry the id in the log",
+    503: "Not ready",
+}
+
+
+def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Error answers of a route for the OpenAPI document, each with the SPEC error body."""
+    return {s: {"model": ErrorBody, "description": MEANINGS[s]} for s in statuses}

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from api.errors import ApiError, ErrorCode, validation_error
+from api.errors import ApiError, ErrorCode
 from core.operation_types import FieldError, ParameterSchema, find_type
 from core.settings import Settings
 from core.temporal import JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
@@ -17,21 +16,13 @@ from inventory.operation_types import OperationTypeStore
 from inventory.store import Inventory
 from models.devices import ApiKey
 from models.enums import JobStatus
-from models.jobs import EntityWithParameters, JobEnvelope, JobRequest
+from models.jobs import EntityWithParameters, JobRequest
 from models.messages import FanOutSettings, JobInput, JobState, job_memo
 from workflows.job import JobWorkflow
 
 # A 10,000-device request could fail everywhere: the body names the first failures only.
 _CONTEXT_ERRORS = 100
 _DETAILED_ERRORS = 5
-
-
-def parse_envelope(body: Any) -> JobRequest:
-    """The request of a ``{"job":{"request":{...}}}`` body, or a 400 naming the failing field."""
-    try:
-        return JobEnvelope.model_validate(body).job.request
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
 
 
 async def accept_request(request: JobRequest, key: ApiKey, inventory: Inventory) -> JobRequest:

@@ -7,8 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError
+
+# Page numbers (1-based) and sizes a client may ask for: the offset stays far inside int64.
+MAX_PAGE = 1_000_000
+MAX_PAGE_SIZE = 1000
 
 
 def literal(value: str) -> str:
@@ -45,14 +50,23 @@ async def list_page(
     Visibility pages by token, so reaching page N reads the N-1 pages before it; the page size is
     the token page size, so that costs N-1 round trips at most.
     """
-    total = (await client.count_workflows(query)).count
-    executions: list[WorkflowExecution] = []
-    skipped = 0
-    async for execution in client.list_workflows(query, page_size=page.size):
-        if skipped < page.offset:
-            skipped += 1
-            continue
-        executions.append(execution)
-        if len(executions) >= page.size:
-            break
+    try:
+        total = (await client.count_workflows(query)).count
+        executions: list[WorkflowExecution] = []
+        skipped = 0
+        async for execution in client.list_workflows(query, page_size=page.size):
+            if skipped < page.offset:
+                skipped += 1
+                continue
+            executions.append(execution)
+            if len(executions) >= page.size:
+                break
+    except RPCError as exc:
+        # Values are checked before they reach a query; should the server still refuse one, the
+        # client hears why (a 400), not a 500.
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise ApiError(
+                400, f"Invalid search: {exc.message}", context=[("filter", exc.message)]
+            ) from exc
+        raise
     return executions, max(1, math.ceil(total / page.size))

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated
 
-from fastapi import APIRouter, Body
-from pydantic import ValidationError
+from fastapi import APIRouter, Path
 
 from api.deps import Admin, InventoryDep
-from api.errors import ApiError, validation_error
+from api.errors import ApiError
+from api.request_checks import CheckedRoute
 from models.devices import ApiKey, ApiKeyIn, NewApiKey
 
-router = APIRouter(prefix="/north/v80/apiKeys", tags=["api keys"])
+router = APIRouter(prefix="/north/v80/apiKeys", tags=["api keys"], route_class=CheckedRoute)
+
+# Key ids are 16 hex digits (inventory.keys); anything else is no key of ours.
+MAX_KEY_ID = 32
+_KEY_ID = re.compile(r"^[0-9a-f]{1,32}$")
 
 
 @router.post("", status_code=201)
-async def create_key(
-    _: Admin, inventory: InventoryDep, body: Annotated[Any, Body()] = None
-) -> NewApiKey:
-    try:
-        wanted = ApiKeyIn.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+async def create_key(_: Admin, inventory: InventoryDep, wanted: ApiKeyIn) -> NewApiKey:
     return await inventory.create_key(wanted.name, wanted.role)
 
 
@@ -31,7 +30,9 @@ async def list_keys(_: Admin, inventory: InventoryDep) -> dict[str, list[ApiKey]
 
 
 @router.delete("/{key_id}")
-async def delete_key(key_id: str, _: Admin, inventory: InventoryDep) -> dict[str, str]:
-    if not await inventory.delete_key(key_id):
+async def delete_key(
+    key_id: Annotated[str, Path(max_length=MAX_KEY_ID)], _: Admin, inventory: InventoryDep
+) -> dict[str, str]:
+    if not _KEY_ID.match(key_id) or not await inventory.delete_key(key_id):
         raise ApiError(404, f"API key {key_id} not found", context=[("id", key_id)])
     return {"id": key_id}

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
-from pydantic import ValidationError
+from fastapi import APIRouter, Path, Response
 
 from api.deps import InventoryDep, Reader, TemporalDep, Writer
-from api.errors import ApiError, ErrorCode, validation_error
+from api.errors import ApiError, ErrorCode, declared
+from api.request_checks import CheckedRoute
 from api.visibility import all_of, equals
 from core.catalog import BUILT_IN
 from core.operation_types import UnknownCatalogEntry, resolve_definition, schema_errors
 from core.temporal import JOB_STATUS, OPERATION_NAME
 from inventory.operation_types import OperationTypeExists, OperationTypeStore
 from models.enums import JobStatus
-from models.operation_types import OperationType, OperationTypeIn, OperationTypeRecord
+from models.operation_types import (
+    TYPE_NAME_PATTERN,
+    OperationType,
+    OperationTypeIn,
+    OperationTypeRecord,
+)
 
-router = APIRouter(prefix="/north/v80/operationTypes", tags=["operation types"])
+router = APIRouter(
+    prefix="/north/v80/operationTypes", tags=["operation types"], route_class=CheckedRoute
+)
 
 PATH = "/north/v80/operationTypes"
 JOB_WORKFLOW = "JobWorkflow"
 CLOSED_STATUSES = (JobStatus.FINISHED, JobStatus.CANCELLED)
+MAX_NAME = 100
+# A name in a path: longer is a 400, another shape is no type of ours (404).
+TypeName = Annotated[str, Path(max_length=MAX_NAME)]
+_NAME = re.compile(TYPE_NAME_PATTERN)
 
 
 @router.get("/catalog", response_model_exclude_none=True)
@@ -35,14 +47,10 @@ async def list_types(_: Reader, inventory: InventoryDep) -> dict[str, list[Opera
     return {"operationTypes": [*map(_built_in, BUILT_IN.values()), *custom]}
 
 
-@router.post("", status_code=201, response_model_exclude_none=True)
+@router.post("", status_code=201, response_model_exclude_none=True, responses=declared(409))
 async def create_type(
-    _: Writer,
-    inventory: InventoryDep,
-    response: Response,
-    body: Annotated[Any, Body()] = None,
+    _: Writer, inventory: InventoryDep, response: Response, given: OperationTypeIn
 ) -> OperationTypeRecord:
-    given = _parse(body)
     if not given.name:
         raise ApiError(400, "An operation type needs a name", context=[("name", "required")])
     if given.name in BUILT_IN:
@@ -56,10 +64,10 @@ async def create_type(
 
 
 @router.get("/{name}", response_model_exclude_none=True)
-async def get_type(name: str, _: Reader, inventory: InventoryDep) -> OperationTypeRecord:
+async def get_type(name: TypeName, _: Reader, inventory: InventoryDep) -> OperationTypeRecord:
     if name in BUILT_IN:
         return _built_in(BUILT_IN[name])
-    found = await OperationTypeStore(inventory).get(name)
+    found = await OperationTypeStore(inventory).get(_known_shape(name))
     if found is None:
         raise _not_found(name)
     return found
@@ -67,14 +75,11 @@ async def get_type(name: str, _: Reader, inventory: InventoryDep) -> OperationTy
 
 @router.put("/{name}", response_model_exclude_none=True)
 async def replace_type(
-    name: str,
-    _: Writer,
-    inventory: InventoryDep,
-    body: Annotated[Any, Body()] = None,
+    name: TypeName, _: Writer, inventory: InventoryDep, given: OperationTypeIn
 ) -> OperationTypeRecord:
     """Replace a custom type whole (a job already accepted keeps the parameters it was given)."""
     _writable(name)
-    given = _parse(body)
+    _known_shape(name)
     if given.name not in (None, name):
         raise ApiError(
             400, "The name of an operation type cannot change", context=[("name", given.name)]
@@ -85,13 +90,13 @@ async def replace_type(
     return replaced
 
 
-@router.delete("/{name}", response_model_exclude_none=True)
+@router.delete("/{name}", response_model_exclude_none=True, responses=declared(409))
 async def delete_type(
-    name: str, _: Writer, inventory: InventoryDep, client: TemporalDep
+    name: TypeName, _: Writer, inventory: InventoryDep, client: TemporalDep
 ) -> OperationTypeRecord:
     _writable(name)
     store = OperationTypeStore(inventory)
-    found = await store.get(name)
+    found = await store.get(_known_shape(name))
     if found is None:
         raise _not_found(name)
     # A job already accepted does not read its type again, but it was accepted against it: the
@@ -110,11 +115,11 @@ async def delete_type(
     return found
 
 
-def _parse(body: Any) -> OperationTypeIn:
-    try:
-        return OperationTypeIn.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+def _known_shape(name: str) -> str:
+    """The name, if a type could have it: any other is not found without asking the store."""
+    if not _NAME.match(name):
+        raise _not_found(name)
+    return name
 
 
 def _definition(name: str, given: OperationTypeIn) -> OperationType:

@@ -4,35 +4,73 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from api.deps import InventoryDep, Reader, Writer
-from api.errors import ApiError, validation_error
+from api.errors import ApiError, declared, validation_error
+from api.request_checks import CheckedRoute, is_json, parse_json
+from api.visibility import MAX_PAGE, MAX_PAGE_SIZE
 from inventory.store import DeviceExists, DeviceNotFound
-from models.devices import BulkResult, Device, DeviceIn, DeviceList, DeviceUpdate, ProvisionedDevice
+from models.devices import (
+    DEVICE_ID_PATTERN,
+    BulkResult,
+    Device,
+    DeviceIn,
+    DeviceList,
+    DeviceUpdate,
+    ProvisionedDevice,
+)
 
-router = APIRouter(prefix="/north/v80/provision/devices", tags=["devices"])
+router = APIRouter(
+    prefix="/north/v80/provision/devices", tags=["devices"], route_class=CheckedRoute
+)
 
 MAX_BULK = 100_000
+MAX_DEVICE_ID = 128
+MAX_TAG = 128
 _bulk_adapter = TypeAdapter(list[DeviceIn])
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+# A device id in a path: longer is a 400, another shape is no device of ours (404).
+DeviceId = Annotated[str, Path(max_length=MAX_DEVICE_ID)]
+
+# The bulk body is read by hand (JSON or CSV): its two forms are declared here.
+_BULK_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of devices, or CSV with the header `id,type,tags,address` "
+        "(tags separated by `;`).",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/DeviceIn"},
+                    "maxItems": MAX_BULK,
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
 
 
 def _not_found(device_id: str) -> ApiError:
     return ApiError(404, f"Device {device_id} not found", context=[("id", device_id)])
 
 
-@router.post("", status_code=201)
+def _known_shape(device_id: str) -> str:
+    if not _DEVICE_ID.match(device_id):
+        raise _not_found(device_id)
+    return device_id
+
+
+@router.post("", status_code=201, responses=declared(409))
 async def provision_device(
-    _: Writer, inventory: InventoryDep, response: Response, body: Annotated[Any, Body()] = None
+    _: Writer, inventory: InventoryDep, response: Response, device: DeviceIn
 ) -> ProvisionedDevice:
-    try:
-        device = DeviceIn.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
     try:
         created, errors = await inventory.create_devices([device])
     except DeviceExists:
@@ -43,22 +81,34 @@ async def provision_device(
     return created[0]
 
 
-@router.post("/bulk", status_code=201)
+@router.post("/bulk", status_code=201, responses=declared(400, 409, 413), openapi_extra=_BULK_BODY)
 async def provision_bulk(_: Writer, inventory: InventoryDep, request: Request) -> BulkResult:
     """Provision many devices from a JSON array or a CSV file (header ``id,type,tags,address``;
     tags separated by ``;``). Ids already provisioned are reported in ``errors``."""
-    raw = await request.body()
     content_type = request.headers.get("content-type", "")
-    try:
-        rows: Any = _csv_rows(raw) if "csv" in content_type else json.loads(raw or b"null")
-    except (ValueError, csv.Error) as exc:
-        raise ApiError(400, f"Unreadable body: {exc}") from exc
+    if "csv" in content_type:
+        try:
+            rows: Any = _csv_rows(await request.body())
+        except (ValueError, csv.Error) as exc:
+            raise ApiError(400, f"Unreadable CSV body: {exc}", context=[("body", exc)]) from exc
+    elif is_json(content_type):
+        rows = await request.json()  # parse_json, through the route's CheckedRequest
+    elif not content_type:
+        rows = parse_json(await request.body())
+    else:
+        raise ApiError(
+            400,
+            f"Unsupported content type {content_type}: send application/json or text/csv",
+            context=[("Content-Type", content_type)],
+        )
+    if isinstance(rows, list) and len(rows) > MAX_BULK:
+        raise ApiError(
+            400, f"At most {MAX_BULK} devices per bulk request", context=[("devices", len(rows))]
+        )
     try:
         devices = _bulk_adapter.validate_python(rows)
     except ValidationError as exc:
         raise validation_error(exc, prefix="devices") from exc
-    if len(devices) > MAX_BULK:
-        raise ApiError(400, f"At most {MAX_BULK} devices per bulk request")
     try:
         created, errors = await inventory.create_devices(devices)
     except DeviceExists as exc:
@@ -79,6 +129,8 @@ def _csv_rows(raw: bytes) -> list[dict[str, Any]]:
             row["address"] = line["address"]
         row["tags"] = [t.strip() for t in (line.get("tags") or "").split(";") if t.strip()]
         rows.append(row)
+        if len(rows) > MAX_BULK:
+            break
     return rows
 
 
@@ -86,17 +138,17 @@ def _csv_rows(raw: bytes) -> list[dict[str, Any]]:
 async def list_devices(
     _: Reader,
     inventory: InventoryDep,
-    tag: str | None = None,
-    start: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    tag: Annotated[str | None, Query(max_length=MAX_TAG)] = None,
+    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> DeviceList:
     devices, total = await inventory.list_devices(tag, start, size)
     return DeviceList(devices=devices, page={"number": start, "of": max(1, -(-total // size))})
 
 
 @router.get("/{device_id}")
-async def get_device(device_id: str, _: Reader, inventory: InventoryDep) -> Device:
-    device = await inventory.get_device(device_id)
+async def get_device(device_id: DeviceId, _: Reader, inventory: InventoryDep) -> Device:
+    device = await inventory.get_device(_known_shape(device_id))
     if device is None:
         raise _not_found(device_id)
     return device
@@ -104,20 +156,16 @@ async def get_device(device_id: str, _: Reader, inventory: InventoryDep) -> Devi
 
 @router.put("/{device_id}")
 async def update_device(
-    device_id: str, _: Writer, inventory: InventoryDep, body: Annotated[Any, Body()] = None
+    device_id: DeviceId, _: Writer, inventory: InventoryDep, update: DeviceUpdate
 ) -> Device:
     try:
-        update = DeviceUpdate.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
-    try:
-        return await inventory.update_device(device_id, update)
+        return await inventory.update_device(_known_shape(device_id), update)
     except DeviceNotFound as exc:
         raise _not_found(device_id) from exc
 
 
 @router.delete("/{device_id}", status_code=200)
-async def delete_device(device_id: str, _: Writer, inventory: InventoryDep) -> dict[str, str]:
-    if not await inventory.delete_device(device_id):
+async def delete_device(device_id: DeviceId, _: Writer, inventory: InventoryDep) -> dict[str, str]:
+    if not await inventory.delete_device(_known_shape(device_id)):
         raise _not_found(device_id)
     return {"id": device_id}

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from api.deps import InventoryDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, declared
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +16,7 @@ async def live() -> dict[str, str]:
     return {"status": "UP"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=declared(503))
 async def ready(client: TemporalDep, inventory: InventoryDep) -> dict[str, str]:
     try:
         await client.service_client.check_health()

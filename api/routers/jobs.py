@@ -6,17 +6,18 @@ import asyncio
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import InventoryDep, Reader, SettingsDep, TemporalDep, Writer
-from api.errors import ApiError, ErrorCode, validation_error
-from api.job_service import accept_request, initial_status, job_input, parse_envelope, start_job
-from api.visibility import PageRequest, all_of, equals, list_page
+from api.errors import ApiError, ErrorCode
+from api.job_service import accept_request, initial_status, job_input, start_job
+from api.request_checks import CheckedRoute
+from api.visibility import MAX_PAGE, MAX_PAGE_SIZE, PageRequest, all_of, equals, list_page
 from core.temporal import (
     JOB_CHANGE,
     JOB_ID,
@@ -28,7 +29,15 @@ from core.temporal import (
 )
 from models.bounds import STORED
 from models.enums import JobStatus
-from models.jobs import Job, JobList, JobPatchEnvelope, JobReport, JobRequest, Page
+from models.jobs import (
+    Job,
+    JobEnvelope,
+    JobList,
+    JobPatchEnvelope,
+    JobReport,
+    JobRequest,
+    Page,
+)
 from models.messages import (
     JOB_REPORT_MEMO,
     JOB_REQUEST_MEMO,
@@ -40,7 +49,7 @@ from models.operations import Operation, OperationList
 from workflows.job import TRANSITION_ERROR
 from workflows.operation import OPERATION_MEMO
 
-router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"])
+router = APIRouter(prefix="/north/v80/operation/jobs", tags=["jobs"], route_class=CheckedRoute)
 
 JOB_TYPE = "JobWorkflow"
 OPERATION_TYPE = "OperationWorkflow"
@@ -53,9 +62,9 @@ async def create_job(
     settings: SettingsDep,
     inventory: InventoryDep,
     response: Response,
-    body: Annotated[Any, Body()] = None,
+    body: JobEnvelope,
 ) -> Job:
-    request = await accept_request(parse_envelope(body), key, inventory)
+    request = await accept_request(body.job.request, key, inventory)
     input = job_input(request, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
     await start_job(client, settings, input)
     response.headers["Location"] = f"/north/v80/operation/jobs/{input.job_id}"
@@ -81,13 +90,19 @@ async def job_of(execution: WorkflowExecution) -> Job:
     return Job(
         id=execution.id,
         task_id=memo.get(JOB_TASK_MEMO),
+        # Read as stored: a request accepted under older bounds is still shown (models/bounds.py).
         request=JobRequest.model_validate(memo[JOB_REQUEST_MEMO], context=STORED),
         report=JobReport.model_validate(memo[JOB_REPORT_MEMO], context=STORED),
     )
 
 
 # Job ids are UUIDs, or ``<task id>-<time>`` for jobs a task's schedule started.
+MAX_JOB_ID = 200
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+# A job id in a path: longer is a 400, another shape is no job of ours (404).
+JobId = Annotated[str, Path(max_length=MAX_JOB_ID)]
+# Query values that become visibility query literals.
+MAX_FILTER_VALUE = 256
 
 
 def _job_id(job_id: str) -> str:
@@ -97,17 +112,17 @@ def _job_id(job_id: str) -> str:
 
 
 @router.get("/{job_id}", response_model_exclude_none=True)
-async def get_job(job_id: str, _: Reader, client: TemporalDep) -> Job:
+async def get_job(job_id: JobId, _: Reader, client: TemporalDep) -> Job:
     return await read_job(client, _job_id(job_id))
 
 
 @router.get("/{job_id}/operations", response_model_exclude_none=True)
 async def list_job_operations(
-    job_id: str,
+    job_id: JobId,
     _: Reader,
     client: TemporalDep,
-    start: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> OperationList:
     job_id = _job_id(job_id)
     await read_job(client, job_id)  # 404 for an unknown job
@@ -126,11 +141,11 @@ async def list_jobs(
     _: Reader,
     client: TemporalDep,
     status: JobStatus | None = None,
-    name: str | None = None,
-    user: str | None = None,
-    task_id: Annotated[str | None, Query(alias="taskId")] = None,
-    start: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    name: Annotated[str | None, Query(max_length=MAX_FILTER_VALUE)] = None,
+    user: Annotated[str | None, Query(max_length=MAX_FILTER_VALUE)] = None,
+    task_id: Annotated[str | None, Query(alias="taskId", max_length=MAX_FILTER_VALUE)] = None,
+    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> JobList:
     query = all_of(
         f"WorkflowType = '{JOB_TYPE}'",
@@ -162,14 +177,9 @@ async def change_job(client: Client, job_id: str, change: JobChange) -> Job:
 
 
 @router.put("/{job_id}", response_model_exclude_none=True)
-async def update_job(
-    job_id: str, _: Writer, client: TemporalDep, body: Annotated[Any, Body()] = None
-) -> Job:
+async def update_job(job_id: JobId, _: Writer, client: TemporalDep, body: JobPatchEnvelope) -> Job:
     job_id = _job_id(job_id)
-    try:
-        patch = JobPatchEnvelope.model_validate(body).job.request
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+    patch = body.job.request
     current = await read_job(client, job_id)
     if current.report.summary.status.is_closed:
         raise ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION)
@@ -181,7 +191,7 @@ async def update_job(
 
 
 @router.delete("/{job_id}", response_model_exclude_none=True)
-async def cancel_job(job_id: str, _: Writer, client: TemporalDep) -> Job:
+async def cancel_job(job_id: JobId, _: Writer, client: TemporalDep) -> Job:
     job_id = _job_id(job_id)
     current = await read_job(client, job_id)
     if current.report.summary.status.is_closed:

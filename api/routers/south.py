@@ -11,13 +11,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
-from pydantic import ValidationError
+from fastapi import APIRouter, Path
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import DeviceKey, TemporalDep
-from api.errors import ApiError, validation_error
+from api.errors import ApiError, declared
+from api.request_checks import CheckedRoute
 from api.visibility import all_of, equals
 from core.temporal import ENTITY_ID, OPERATION_STATUS, operation_workflow_id
 from models.devices import ApiKey
@@ -25,10 +25,15 @@ from models.enums import OperationStatus
 from models.operations import DeviceRequest, DeviceResponse
 from workflows.operation import LATE_ANSWERS_UNTIL_MEMO, OperationWorkflow
 
-router = APIRouter(prefix="/south/v80/devices/{device_id}/operation", tags=["south"])
+router = APIRouter(
+    prefix="/south/v80/devices/{device_id}/operation", tags=["south"], route_class=CheckedRoute
+)
 
 # How many waiting operations one poll hands out at the most.
 MAX_HANDED_OUT = 100
+MAX_DEVICE_ID = 128
+# The device of the path: longer is a 400; any other is another device than the key's (403).
+DeviceId = Annotated[str, Path(max_length=MAX_DEVICE_ID)]
 
 
 def _own_device(key: ApiKey, device_id: str) -> None:
@@ -36,15 +41,12 @@ def _own_device(key: ApiKey, device_id: str) -> None:
         raise ApiError(403, "This key may act only for its own device")
 
 
-@router.post("/response")
+@router.post("/response", responses=declared(409))
 async def operation_response(
-    device_id: str, key: DeviceKey, client: TemporalDep, body: Annotated[Any, Body()] = None
+    device_id: DeviceId, key: DeviceKey, client: TemporalDep, body: DeviceResponse
 ) -> dict[str, Any]:
     _own_device(key, device_id)
-    try:
-        response = DeviceResponse.model_validate(body).operation.response
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
+    response = body.operation.response
     if response.device_id != device_id:
         raise ApiError(
             400,
@@ -101,7 +103,7 @@ async def _check_open(client: Client, operation_id: str, device_id: str) -> bool
 
 @router.get("/pending")
 async def pending_operations(
-    device_id: str, key: DeviceKey, client: TemporalDep
+    device_id: DeviceId, key: DeviceKey, client: TemporalDep
 ) -> dict[str, list[DeviceRequest]]:
     _own_device(key, device_id)
     query = all_of(

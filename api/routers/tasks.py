@@ -15,8 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
-from pydantic import ValidationError
+from fastapi import APIRouter, Path, Query, Response
 from temporalio.client import (
     Client,
     Schedule,
@@ -33,10 +32,11 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import InventoryDep, Reader, SettingsDep, TemporalDep, Writer
-from api.errors import ApiError, validation_error
+from api.errors import ApiError, declared
 from api.job_service import accept_request, job_input, start_options
+from api.request_checks import CheckedRoute
 from api.routers.jobs import JOB_TYPE, job_of
-from api.visibility import PageRequest, all_of, equals, list_page
+from api.visibility import MAX_PAGE, MAX_PAGE_SIZE, PageRequest, all_of, equals, list_page
 from core.schedules import (
     Plan,
     ScheduleError,
@@ -59,9 +59,12 @@ from models.tasks import (
 )
 from workflows.job import JobWorkflow
 
-router = APIRouter(prefix="/north/v80/operation/tasks", tags=["tasks"])
+router = APIRouter(prefix="/north/v80/operation/tasks", tags=["tasks"], route_class=CheckedRoute)
 
 TASK_PREFIX = "task-"
+MAX_TASK_ID = 64
+# A task id in a path: longer is a 400, another shape is no task of ours (404).
+TaskId = Annotated[str, Path(max_length=MAX_TASK_ID)]
 _TASK_ID = re.compile(r"^task-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Memo keys: the definition (schedule memo at creation, and the action's memo, kept current),
 # and the creation record shown in the Temporal UI's Schedules view.
@@ -77,16 +80,16 @@ POLICY = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)
 # --- create ---
 
 
-@router.post("", status_code=201, response_model_exclude_none=True)
+@router.post("", status_code=201, response_model_exclude_none=True, responses=declared(409))
 async def create_task(
     key: Writer,
     client: TemporalDep,
     settings: SettingsDep,
     inventory: InventoryDep,
     response: Response,
-    body: Annotated[Any, Body()] = None,
+    body: TaskEnvelope,
 ) -> Task:
-    definition = await _accepted(_parse(TaskEnvelope, body).task, key, inventory)
+    definition = await _accepted(body.task, key, inventory)
     now = datetime.now(UTC)
     spec = _plan(definition, now)
     task_id = f"{TASK_PREFIX}{uuid.uuid4()}"
@@ -113,13 +116,6 @@ async def create_task(
         await _release_cron(handle, definition)
     response.headers["Location"] = f"/north/v80/operation/tasks/{task_id}"
     return await read_task(client, task_id)
-
-
-def _parse(model: type[TaskEnvelope] | type[TaskChangesEnvelope], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from exc
 
 
 async def _accepted(definition: TaskDefinition, key: ApiKey, inventory: Any) -> TaskDefinition:
@@ -257,7 +253,7 @@ async def read_task(client: Client, task_id: str) -> Task:
 
 
 @router.get("/{task_id}", response_model_exclude_none=True)
-async def get_task(task_id: str, _: Reader, client: TemporalDep) -> Task:
+async def get_task(task_id: TaskId, _: Reader, client: TemporalDep) -> Task:
     return await read_task(client, task_id)
 
 
@@ -265,8 +261,8 @@ async def get_task(task_id: str, _: Reader, client: TemporalDep) -> Task:
 async def list_tasks(
     _: Reader,
     client: TemporalDep,
-    start: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> TaskList:
     """Newest first, by the creation time in each schedule's memo; only the page is described."""
     created: list[tuple[str, str]] = []
@@ -292,11 +288,11 @@ async def _read_if_exists(client: Client, task_id: str) -> Task | None:
 
 @router.get("/{task_id}/jobs", response_model_exclude_none=True)
 async def list_task_jobs(
-    task_id: str,
+    task_id: TaskId,
     _: Reader,
     client: TemporalDep,
-    start: Annotated[int, Query(ge=1)] = 1,
-    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> JobList:
     """The jobs a task created, newest first; they stay listed after the task is deleted."""
     query = all_of(f"WorkflowType = '{JOB_TYPE}'", equals(TASK_ID.name, _task_id(task_id)))
@@ -310,13 +306,13 @@ async def list_task_jobs(
 
 @router.put("/{task_id}", response_model_exclude_none=True)
 async def update_task(
-    task_id: str,
+    task_id: TaskId,
     key: Writer,
     client: TemporalDep,
     settings: SettingsDep,
-    body: Annotated[Any, Body()] = None,
+    body: TaskChangesEnvelope,
 ) -> Task:
-    changes = _parse(TaskChangesEnvelope, body).task
+    changes = body.task
     description = await _describe(client, task_id)
     current = await definition_of(client, description)
     fields = changes.model_dump(exclude_unset=True, by_alias=False)
@@ -370,7 +366,7 @@ async def _release_updated_cron(
 
 
 @router.delete("/{task_id}", response_model_exclude_none=True)
-async def delete_task(task_id: str, _: Writer, client: TemporalDep) -> Task:
+async def delete_task(task_id: TaskId, _: Writer, client: TemporalDep) -> Task:
     """Deletes the schedule (no more jobs); the jobs it created stay, running or readable."""
     task = await read_task(client, task_id)
     try:
