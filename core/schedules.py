@@ -73,9 +73,8 @@ def plan(schedule: TaskSchedule, now: datetime) -> Plan:
             intervals=[ScheduleIntervalSpec(every=every, offset=(anchor - _EPOCH) % every)]
         )
     elif schedule.repeating and schedule.repeating.pattern:
-        spec = ScheduleSpec(
-            calendars=[calendar(schedule.repeating.pattern)], time_zone_name=schedule.timezone
-        )
+        pattern, zone = in_zone(schedule.repeating.pattern, schedule.timezone)
+        spec = ScheduleSpec(calendars=[calendar(pattern)], time_zone_name=zone)
     else:
         assert start is not None  # checked by validate
         return Plan(ScheduleSpec(calendars=[instant(start)], end_at=end))
@@ -138,6 +137,35 @@ def instant(at: datetime) -> ScheduleCalendarSpec:
         year=[ScheduleRange(at.year)],
         comment="once",
     )
+
+
+def in_zone(pattern: Pattern, timezone: str | None) -> tuple[Pattern, str | None]:
+    """The pattern and the time zone its calendar runs in. A time written with an offset
+    (``02:00:00+01:00``) means that clock time on the pattern's days in that offset: a whole-hour
+    offset is the fixed zone ``Etc/GMT-1`` (POSIX signs are inverted); one with minutes is moved
+    to UTC, with a weekly pattern's days moved along when that crosses midnight."""
+    offset = pattern.offset()
+    if not offset:
+        return pattern, timezone
+    field = "schedule.repeating.pattern.time"
+    if timezone is not None:
+        raise ScheduleError(field, "give the time an offset or the task a timezone, not both")
+    hours, rest = divmod(offset, timedelta(hours=1))
+    if not rest:
+        return pattern, f"Etc/GMT{'-' if hours > 0 else '+'}{abs(hours)}"
+    hour, minute, second = pattern.clock()
+    local = datetime(2000, 1, 3, hour, minute, second, tzinfo=UTC)  # a Monday
+    utc = local - offset
+    shift = (utc.date() - local.date()).days
+    moved: dict[str, object] = {"time": utc.strftime("%H:%M:%SZ")}
+    if shift and pattern.weekly:
+        days = list(Weekday)
+        moved["weekly"] = {"days": [days[(days.index(d) + shift) % 7] for d in pattern.weekly.days]}
+    elif shift and (pattern.monthly or pattern.yearly):
+        raise ScheduleError(
+            field, "an offset with minutes that moves the day: give the task a timezone instead"
+        )
+    return Pattern.model_validate({**pattern.model_dump(), **moved}), None
 
 
 def calendar(pattern: Pattern) -> ScheduleCalendarSpec:

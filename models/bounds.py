@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError
+from pydantic import (
+    BaseModel,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    ValidationError,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -193,8 +199,14 @@ def _check_ahead(value: datetime, context: dict[str, Any] | None) -> None:
         raise ValueError(f"must be at most {MAX_AHEAD.days} days ahead")
 
 
+def _iso_utc(value: datetime) -> str:
+    # SPEC 1: north dates are answered in UTC, whatever offset they came with.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+_IN_UTC = PlainSerializer(_iso_utc, return_type=str, when_used="json")
 # A job's date: with a time zone, and at most a year ahead.
-FutureDate = Annotated[datetime, Bound(_check_ahead)]
+FutureDate = Annotated[datetime, Bound(_check_ahead), _IN_UTC]
 LAST_DATE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
@@ -206,7 +218,7 @@ def _check_date(value: datetime, _: Any) -> None:
 
 
 # A task's date: with a time zone, before 2100.
-Date = Annotated[datetime, Bound(_check_date)]
+Date = Annotated[datetime, Bound(_check_date), _IN_UTC]
 
 
 def violations(model: BaseModel, now: datetime) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -138,12 +138,16 @@ class OperationParameters(StrictWireModel):
 class Moment(StrictWireModel):
     """``{"delayed": ms}`` (from the job's creation) or ``{"date": ISO}``."""
 
+    # A start may also be ``{}``: now (SPEC 3.1).
+    empty_means_now: ClassVar[bool] = False
+
     delayed: DelayMillis | None = None
     date: FutureDate | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> Moment:
-        if (self.delayed is None) == (self.date is None):
+        given = (self.delayed is not None) + (self.date is not None)
+        if given > 1 or (given == 0 and not self.empty_means_now):
             raise ValueError("give exactly one of delayed or date")
         return self
 
@@ -156,8 +160,15 @@ class Moment(StrictWireModel):
             return datetime.max.replace(tzinfo=UTC)
 
 
+class Start(Moment):
+    """A job's start: ``{"delayed": ms}``, ``{"date": ISO}``, or ``{}`` for now (a PUT with
+    ``{}`` starts a scheduled job at once)."""
+
+    empty_means_now: ClassVar[bool] = True
+
+
 class JobSchedule(StrictWireModel):
-    start: Moment | None = None
+    start: Start | None = None
     stop: Moment | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -86,7 +87,8 @@ class Yearly(StrictWireModel):
     month: Month
 
 
-_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)Z?$")
+# ``HH:MM:SS`` with ``Z``, an offset (``+01:00``, as OpenGate's clients write it) or nothing (UTC).
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(Z|([+-])(0\d|1[0-4]):([0-5]\d))?$")
 
 
 class Pattern(StrictWireModel):
@@ -101,7 +103,9 @@ class Pattern(StrictWireModel):
     @classmethod
     def _time(cls, value: str) -> str:
         if not _TIME.match(value):
-            raise ValueError("time must be HH:MM:SSZ (e.g. 03:30:00Z)")
+            raise ValueError(
+                "time must be HH:MM:SS with Z or an offset (03:30:00Z, 03:30:00+01:00)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -111,10 +115,21 @@ class Pattern(StrictWireModel):
         return self
 
     def clock(self) -> tuple[int, int, int]:
+        """The time of day as written, in its own offset."""
         match = _TIME.match(self.time)
         assert match is not None  # checked by the validator
-        hour, minute, second = match.groups()
+        hour, minute, second = match.groups()[:3]
         return int(hour), int(minute), int(second)
+
+    def offset(self) -> timedelta:
+        """The UTC offset the time is written in (zero for ``Z`` or none)."""
+        match = _TIME.match(self.time)
+        assert match is not None  # checked by the validator
+        sign, hours, minutes = match.groups()[4:]
+        if sign is None:
+            return timedelta(0)
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        return offset if sign == "+" else -offset
 
 
 class Repeating(StrictWireModel):

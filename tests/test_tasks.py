@@ -8,7 +8,7 @@ the schedule is sped up to a few seconds through the Temporal client.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,16 @@ TASKS = "/north/v80/operation/tasks"
 
 def z(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def as_answered(schedule: dict[str, Any]) -> dict[str, Any]:
+    """``schedule`` as the API answers it: its dates in UTC with milliseconds (SPEC 1)."""
+    answered = dict(schedule)
+    for moment in ("start", "stop"):
+        if "date" in schedule.get(moment, {}):
+            at = z(schedule[moment]["date"]).astimezone(UTC)
+            answered[moment] = {"date": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    return answered
 
 
 def template(entities: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -167,7 +177,7 @@ async def test_schedule_forms_give_the_expected_next_times(
     assert list(description.info.next_action_times[:5]) == [z(t) for t in expected]
     assert task["state"] == "ACTIVE"
     assert z(task["nextExecution"]) == z(expected[0])
-    assert task["schedule"] == schedule
+    assert task["schedule"] == as_answered(schedule)
     assert (await read_task(stack, task["id"]))["nextExecution"] == task["nextExecution"]
 
 

@@ -77,6 +77,8 @@ with workflow.unsafe.imports_passed_through():
         should_abort,
     )
 
+# workflow.patched ids: behaviour that running jobs recorded without.
+COUNT_TARGETS_AT_EARLY_CANCEL = "count-targets-at-early-cancel"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
 # External signals sent at once when the job pauses, resumes or stops its operations.
 SIGNAL_BATCH = 100
@@ -228,7 +230,9 @@ class JobWorkflow:
             state.rejected = violations(self._input, workflow.now())
         if state.rejected is not None:
             await self._reject(state.rejected)
-        elif await self._wait_for_start() and not state.cursor.counted:
+        elif not await self._wait_for_start():
+            await self._cancel_before_start()
+        elif not state.cursor.counted:
             await self._count_targets()
             self._publish()
             self._callback(JobEvent.INITIATED)
@@ -263,6 +267,17 @@ class JobWorkflow:
         if self._input.request.target is not None and not self._state.cursor.counted:
             await self._count_targets()
         self._drop_unstarted(Bucket.CANCELLED_BY_ENGINE)
+
+    async def _cancel_before_start(self) -> None:
+        """Cancelled while SCHEDULED or IDLE: its targets are counted now and closed with the
+        job's reason, so its summary tells how many devices the cancel spared (docs/api.md)."""
+        state = self._state
+        if state.cursor.counted or self._input.request.target is None or state.stopping is None:
+            return
+        # Jobs cancelled before their start under older code ended with a total of 0.
+        if workflow.patched(COUNT_TARGETS_AT_EARLY_CANCEL):
+            await self._count_targets()
+            self._drop_unstarted(Bucket.for_cancel(state.stopping))
 
     async def _wait_for_start(self) -> bool:
         """IDLE while inactive, SCHEDULED until ``schedule.start``; False if cancelled first."""
@@ -538,6 +553,7 @@ class JobWorkflow:
             device=device,
             name=request.name,
             parameters={**request.parameters, **self._selection.parameters_of(device.id)},
+            notify=request.notify,
             user=request.user,
             operation_parameters=request.operation_parameters,
             activated_at=workflow.now(),

@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.summary import device_cancel_reason
 
+# workflow.patched ids: behaviour that running operations recorded without.
+PUBLISH_PARTIAL_STEPS = "publish-partial-steps"
 # A device that answers 5xx is tried again a few times within one push.
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -121,6 +123,8 @@ class OperationWorkflow:
         # job is paused: nothing more is sent to the device).
         self._stop: OperationStop | None = None
         self._held = False
+        # A partial answer changed the steps: the memo (what the API lists) follows.
+        self._steps_changed = False
 
     # --- reads and inputs ---
 
@@ -140,6 +144,8 @@ class OperationWorkflow:
         self._merge_steps(response.steps)
         if response.result_code is not None and self._final is None:
             self._final = response
+        elif response.result_code is None and response.steps:
+            self._steps_changed = True
 
     @workflow.signal(name=OperationSignal.STOP)
     def stop(self, stop: OperationStop) -> None:
@@ -178,6 +184,7 @@ class OperationWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self._op
         params = input.operation_parameters
+        publisher = asyncio.create_task(self._publish_steps())
         attempt = 0
         while True:
             attempt += 1
@@ -188,11 +195,23 @@ class OperationWorkflow:
                 break
             if await self._wait(lambda: False, timedelta(milliseconds=params.retries_delay)):
                 break
+        publisher.cancel()
         await self._close()
         if self._cancel_reason == CancelReason.BY_TIMEOUT:
             await self._take_late_answer()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._op
+
+    async def _publish_steps(self) -> None:
+        """Operators watch a multi-step operation by its steps: each partial answer shows in the
+        memo (and so in the API's listings) at once, one upsert per workflow task however many
+        answers it brought."""
+        while True:
+            await workflow.wait_condition(lambda: self._steps_changed)
+            self._steps_changed = False
+            # Operations that recorded partial answers under older code kept them until closing.
+            if not self._op.status.is_closed and workflow.patched(PUBLISH_PARTIAL_STEPS):
+                workflow.upsert_memo({OPERATION_MEMO: self._op})
 
     async def _attempt(self, attempt: int) -> bool:
         """One delivery of the request and the wait for its final answer; True on timeout."""
