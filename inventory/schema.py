@@ -12,12 +12,19 @@ class Base(DeclarativeBase):
     pass
 
 
+# Device ids are paged by keyset in id order: the order must be the bytes' order everywhere
+# (SQLite compares text as bytes; a PostgreSQL database created with a locale collation would
+# sort "dev-B" after "dev-a" and page differently).
+def _device_id() -> String:
+    return String(128).with_variant(String(128, collation="C"), "postgresql")
+
+
 class DeviceRow(Base):
     __tablename__ = "devices"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(_device_id(), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
-    address: Mapped[str | None] = mapped_column(String(512))
+    address: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     tags: Mapped[list[TagRow]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="TagRow.tag"
@@ -30,7 +37,7 @@ class TagRow(Base):
     # (tag, device_id) is the key a tag's devices are read by, in device id order.
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
     device_id: Mapped[str] = mapped_column(
-        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+        _device_id(), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
 
 

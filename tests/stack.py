@@ -169,9 +169,13 @@ async def running_stack(
     settings = Settings(
         temporal_address=env.client.service_client.config.target_host,
         task_queue=f"tq-{uuid.uuid4()}",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}",
         bootstrap_admin_key=admin_key,
-        **{"late_answer_grace_ms": 20_000, "callback_secret": CALLBACK_SECRET, **overrides},
+        **{
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}",
+            "late_answer_grace_ms": 20_000,
+            "callback_secret": CALLBACK_SECRET,
+            **overrides,
+        },
     )
     fleet = Fleet()
     async with (
