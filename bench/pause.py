@@ -18,7 +18,7 @@ Each repeat runs one job of its own on the tag, with ``"rollout": {"maxConcurren
    exactly one request (simulator: ``requests == N``, ``duplicates == 0``; summary: N successful).
 
 Between repeats ``POST /sim/reset`` clears the simulator's record. Every process is stopped
-(SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C.
+(SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C (``bench.harness``).
 """
 
 from __future__ import annotations
@@ -37,33 +37,25 @@ from typing import Any
 
 import httpx
 
-from bench.fanout import (
-    HOST,
-    NOISY_OTHERS,
+from bench.harness import (
+    JOBS,
     OPERATION,
     POLL_INTERVAL,
-    REPO,
     TAG,
     BenchError,
     CpuMeter,
-    Process,
-    Processes,
-    api_ready,
-    code_version,
-    eventually,
-    fleet_env,
-    provisioned_count,
+    add_run_options,
+    api_client,
+    check_running,
+    create_job,
+    poll_until_closed,
     run_bench,
-    snapshot_source,
-    start_dev_server,
-    start_listening,
-    wait_for_pollers,
+    running_server,
+    start_stack,
 )
-from core.settings import Settings
-from inventory.keys import new_key
+from devstack.processes import Child, NotYet, eventually
 
 QUEUE = "bench-pause"
-JOBS = "/north/v80/operation/jobs"
 # How often the simulator's request count is read while waiting for the moment to pause: at
 # 250 requests/s (50 in flight, 200 ms each) the pause lands within ~5 requests of its target.
 TRIGGER_POLL = 0.02
@@ -114,76 +106,27 @@ class Repeat:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Repeat], CpuMeter]:
-    source = REPO if args.in_place else snapshot_source(workdir)
-    processes = Processes(workdir / "logs", source)
-    _, admin_key, _ = new_key()
-    settings = Settings(
-        task_queue=QUEUE,
-        database_url=f"sqlite+aiosqlite:///{workdir / 'inventory.db'}",
-        bootstrap_admin_key=admin_key,
-    )
-    py = sys.executable
-
-    try:
-        server, client = await start_dev_server(processes, workdir, settings)
-        print(f"temporal dev server on {settings.temporal_address}; logs in {workdir / 'logs'}")
-        env = fleet_env(
-            temporal_address=settings.temporal_address,
-            task_queue=QUEUE,
-            database_url=settings.database_url,
-            bootstrap_admin_key=admin_key,
-            api_host=HOST,
+    async with running_server(args, workdir, QUEUE) as ctx:
+        stack = await start_stack(
+            ctx,
+            devices=args.devices,
+            workers=args.workers,
+            sim_args=["--slow-ms", str(args.slow_ms)],
         )
-
-        def spawn_api(port: int) -> Process:
-            return processes.start(
-                "api",
-                [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", HOST,
-                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                {**env, "FLEET_API_PORT": str(port)},
-            )  # fmt: skip
-
-        # The API first: it creates the inventory schema the workers and the simulator rely on.
-        api, api_port, _ = await start_listening(processes, spawn_api, api_ready, "the API")
-        api_url = f"http://{HOST}:{api_port}"
-        workers = [
-            processes.start(f"worker-{i}", [py, "-m", "worker"], env)
-            for i in range(1, args.workers + 1)
-        ]
-        await wait_for_pollers(client, QUEUE, workers)
-
-        def spawn_simulator(port: int) -> Process:
-            return processes.start(
-                "simulator",
-                [py, "-m", "simulator", "--devices", str(args.devices), "--host", HOST,
-                 "--port", str(port), "--tag", TAG, "--slow-ms", str(args.slow_ms),
-                 "--provision", "--api", api_url, "--api-key", admin_key],
-                env,
-            )  # fmt: skip
-
-        async with httpx.AsyncClient(
-            base_url=api_url, headers={"X-ApiKey": admin_key}, timeout=60
-        ) as http:
-            sim, sim_port, _ = await start_listening(
-                processes,
-                spawn_simulator,
-                lambda _: provisioned_count(http, args.devices),
-                f"the simulator and its {args.devices} devices",
-            )
-            alive = [server, api, *workers, sim]
-            for process in alive:
-                process.check()
-            cpu = CpuMeter({"temporal": [server], "workers": workers, "api": [api], "sim": [sim]})
-            async with httpx.AsyncClient(base_url=f"http://{HOST}:{sim_port}", timeout=30) as simc:
-                repeats = []
-                for index in range(1, args.repeats + 1):
-                    repeat = await measure_once(args, http, simc, alive)
-                    print_repeat(index, repeat)
-                    repeats.append(repeat)
-            cpu.stop()
-            return repeats, cpu
-    finally:
-        processes.stop()
+        alive = [ctx.server, *stack.children]
+        check_running(alive)
+        cpu = CpuMeter.of_stack(ctx.server, stack)
+        async with (
+            api_client(stack.api_url, ctx.settings.bootstrap_admin_key) as http,
+            httpx.AsyncClient(base_url=stack.sim_url, timeout=30) as simc,
+        ):
+            repeats = []
+            for index in range(1, args.repeats + 1):
+                repeat = await measure_once(args, http, simc, alive)
+                print_repeat(index, repeat)
+                repeats.append(repeat)
+        cpu.stop()
+        return repeats, cpu
 
 
 # --- one measurement -----------------------------------------------------------------------
@@ -208,34 +151,29 @@ async def measure_once(
     args: argparse.Namespace,
     http: httpx.AsyncClient,
     sim: httpx.AsyncClient,
-    alive: list[Process],
+    alive: list[Child],
 ) -> Repeat:
     (await sim.post("/sim/reset")).raise_for_status()
-    body = {
-        "job": {
-            "request": {
-                "name": OPERATION,
-                "target": {"append": {"tags": [TAG]}},
-                "rollout": {"maxConcurrency": args.max_concurrency},
-            }
-        }
+    request = {
+        "name": OPERATION,
+        "target": {"append": {"tags": [TAG]}},
+        "rollout": {"maxConcurrency": args.max_concurrency},
     }
-    answer = await http.post(JOBS, json=body)
-    if answer.status_code != 201:
-        raise BenchError(f"creating the job answered {answer.status_code}: {answer.text}")
-    job_id = str(answer.json()["id"])
+    job_id = str((await create_job(http, request))["id"])
     target = max(1, round(args.devices * args.pause_at))
 
-    async def reached() -> int | None:
+    async def reached() -> int:
         count = await _sim_requests(sim)
-        return count if count >= target else None
+        if count < target:
+            raise NotYet(f"{count} requests")
+        return count
 
     await eventually(
         reached,
-        f"{target} requests at the simulator (job {job_id})",
-        alive,
-        timeout=args.timeout,
-        interval=TRIGGER_POLL,
+        args.timeout,
+        TRIGGER_POLL,
+        what=f"{target} requests at the simulator (job {job_id})",
+        alive=alive,
     )
 
     # The pause. Wall-clock times: the simulator stamps requests with the same clock.
@@ -249,8 +187,7 @@ async def measure_once(
 
     watch_end = put_ok + args.watch
     while time.time() < watch_end:
-        for process in alive:
-            process.check()
+        check_running(alive)
         await asyncio.sleep(min(POLL_INTERVAL, max(0.0, watch_end - time.time())))
     answer = await sim.get("/sim/deliveries")
     answer.raise_for_status()
@@ -262,20 +199,10 @@ async def measure_once(
 
     # Resume, and let the job finish.
     resumed_at = time.perf_counter()
-    job = await _change(http, job_id, active=True)
-    deadline = resumed_at + args.timeout
-    while job["report"]["summary"]["status"] not in ("FINISHED", "CANCELLED"):
-        if time.perf_counter() > deadline:
-            raise BenchError(
-                f"job {job_id} not finished {args.timeout:.0f} s after its resume: "
-                f"{job['report']['summary']}"
-            )
-        for process in alive:
-            process.check()
-        await asyncio.sleep(POLL_INTERVAL)
-        answer = await http.get(f"{JOBS}/{job_id}")
-        if answer.status_code == 200:
-            job = answer.json()
+    resumed = await _change(http, job_id, active=True)
+    late = f"{args.timeout:.0f} s after its resume"
+    polls = await poll_until_closed(http, resumed, alive, resumed_at + args.timeout, late)
+    job = polls.job
     resume_to_finished = time.perf_counter() - resumed_at
     stats = (await sim.get("/sim/stats")).json()
     summary = job["report"]["summary"]
@@ -345,9 +272,8 @@ def print_table(args: argparse.Namespace, repeats: list[Repeat], cpu: CpuMeter) 
             f"{pick(r.resume_to_finished for r in repeats):>20.2f}"
         )
     print()
-    parts = [f"{name} {used:.1f}s ({used / cpu.wall:.0%})" for name, used in cpu.used.items()]
-    print(f"CPU over the {len(repeats)} repeat(s), {cpu.wall:.1f} s: {', '.join(parts)}")
-    if cpu.used["others"] > NOISY_OTHERS * cpu.wall:
+    print(f"CPU over the {len(repeats)} repeat(s), {cpu.wall:.1f} s: {cpu.line()}")
+    if cpu.noisy():
         print(
             f"WARNING: other processes used {cpu.used['others'] / cpu.wall:.0%} of a core "
             "meanwhile: the numbers are skewed"
@@ -373,15 +299,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--watch", type=float, default=5.0, help="seconds to watch for requests after the pause"
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds each wait of a repeat may take"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the run directory and logs")
-    parser.add_argument(
-        "--in-place",
-        action="store_true",
-        help="run the processes from the working tree instead of a copy taken at the start",
-    )
+    add_run_options(parser, 300.0, "seconds each wait of a repeat may take")
     args = parser.parse_args(argv)
     if min(args.devices, args.repeats, args.workers, args.max_concurrency) < 1:
         parser.error("--devices, --repeats, --workers and --max-concurrency must be at least 1")
@@ -395,16 +313,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def report(args: argparse.Namespace, result: tuple[list[Repeat], CpuMeter]) -> list[str]:
+    repeats, cpu = result
+    print_table(args, repeats, cpu)
+    return [p for r in repeats for p in r.problems(args.devices)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.code_version = code_version()
-
-    async def measure(workdir: Path) -> list[str]:
-        repeats, cpu = await run(args, workdir)
-        print_table(args, repeats, cpu)
-        return [p for r in repeats for p in r.problems(args.devices)]
-
-    return run_bench(args, "fleet-bench-pause-", measure)
+    return run_bench(parse_args(argv), "fleet-bench-pause-", run, report)
 
 
 if __name__ == "__main__":

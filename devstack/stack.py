@@ -17,14 +17,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from core.settings import Settings
-from core.temporal import connect, dev_server_search_attribute_args
-from devstack.processes import STOPPED, Child, StackError, busy_ports, find_binary, spawn
+from core.temporal import connect
+from devstack import dev_server
+from devstack.processes import (
+    STOPPED,
+    Child,
+    NotYet,
+    StackError,
+    Supervisor,
+    TimedOut,
+    busy_ports,
+    eventually,
+)
 from inventory.keys import key_from_secret, new_key
 
 T = TypeVar("T")
@@ -79,6 +86,7 @@ class DevStack:
         self.logs = self.data / "logs"
         # The address is forced: the stack starts its own server there, whatever .env says.
         self.settings = Settings(_env_file=self.root / ".env", temporal_address=TEMPORAL_ADDRESS)
+        self.supervisor = Supervisor(self.logs, cwd=self.root)
         self.children: dict[str, Child] = {}
         self.stopping = False
         # Set by a second Ctrl-C: stop waiting for graceful exits.
@@ -158,15 +166,13 @@ class DevStack:
         return key
 
     def temporal_command(self) -> list[str]:
-        command = [find_binary("temporal"), "server", "start-dev"]
-        command += ["--ip", HOST, "--port", str(TEMPORAL_PORT), "--ui-port", str(TEMPORAL_UI_PORT)]
-        command += ["--db-filename", str(self.data / "temporal.db")]
-        command += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
-        command += ["--log-level", "warn"]
-        command += dev_server_search_attribute_args()
-        if self.settings.temporal_namespace != "default":
-            command += ["--namespace", self.settings.temporal_namespace]
-        return command
+        return dev_server.command(
+            TEMPORAL_PORT,
+            host=HOST,
+            ui_port=TEMPORAL_UI_PORT,
+            db_file=self.data / "temporal.db",
+            namespace=self.settings.temporal_namespace,
+        )
 
     @staticmethod
     def api_command() -> list[str]:
@@ -187,80 +193,57 @@ class DevStack:
             "FLEET_TEMPORAL_ADDRESS": TEMPORAL_ADDRESS,
             **env,
         }
-        child = await spawn(name, args, self.root, child_env, self.logs)
+        child = await self.supervisor.start(name, args, child_env)
         self.children[name] = child
         return child
 
     async def until(
-        self,
-        what: str,
-        check: Callable[[], Awaitable[T | None]],
-        timeout_s: float | None = None,
+        self, what: str, check: Callable[[], Awaitable[T]], timeout_s: float | None = None
     ) -> T:
-        """Poll ``check`` until it returns a value; None or an exception means not yet.
-
-        Every child is checked on each round, so a process that dies while we wait is reported
-        with its log at once instead of after the timeout.
-        """
+        """Poll ``check`` until it returns; any exception (``NotYet`` included) means not yet,
+        a readiness probe's failure. Every child must still run meanwhile."""
         timeout_s = timeout_s or self.options.startup_timeout_s
-        deadline = time.monotonic() + timeout_s
-        last_error = ""
-        while True:
-            self.check_children()
-            try:
-                result = await check()
-            except Exception as exc:  # a readiness probe: any failure means "not yet"
-                last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                if result is not None:
-                    return result
-            if time.monotonic() > deadline:
-                detail = f" (last error: {last_error})" if last_error else ""
-                raise StackError(
-                    f"timed out after {timeout_s:.0f} s waiting for {what}{detail}; "
-                    f"the logs are in {self.logs}"
-                )
-            await asyncio.sleep(POLL_S)
+        try:
+            return await eventually(
+                check,
+                timeout_s,
+                POLL_S,
+                what=what,
+                alive=self.children.values(),
+                retry_on=(Exception,),
+            )
+        except TimedOut as exc:
+            raise StackError(f"{exc}; the logs are in {self.logs}") from exc
 
     def check_children(self) -> None:
-        for child in self.children.values():
-            child.check_running()
+        self.supervisor.check_running()
 
-    async def worker_polling(self, client: Client, worker: Child) -> bool | None:
+    async def worker_polling(self, client: Client, worker: Child) -> None:
         # A worker of an earlier run stays listed as a poller for a while: look for this one.
-        # Its identity is the SDK's default, "<pid>@<host>".
-        answer = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.settings.temporal_namespace,
-                task_queue=TaskQueue(name=self.settings.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
         mine = f"{worker.process.pid}@"
-        return True if any(p.identity.startswith(mine) for p in answer.pollers) else None
+        polling = await dev_server.pollers(client, self.settings.task_queue)
+        if not any(identity.startswith(mine) for identity in polling):
+            raise NotYet
 
     def api(self, admin_key: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=API_URL, headers={"X-ApiKey": admin_key}, timeout=30)
 
     @staticmethod
-    async def api_ready(api: httpx.AsyncClient) -> bool | None:
+    async def api_ready(api: httpx.AsyncClient) -> None:
         answer = await api.get("/health/ready")
-        return True if answer.status_code == 200 else None
+        if answer.status_code != 200:
+            raise NotYet(f"/health/ready answered {answer.status_code}")
 
-    async def demo_devices(
-        self, api: httpx.AsyncClient, simulator: httpx.AsyncClient
-    ) -> int | None:
+    async def demo_devices(self, api: httpx.AsyncClient, simulator: httpx.AsyncClient) -> int:
         # The simulator holds every device's key once it has provisioned them all (devices of an
         # earlier run are provisioned again, for their keys).
         stats = await simulator.get("/sim/stats")
         if stats.status_code != 200 or stats.json()["provisioned"] < self.options.devices:
-            return None
-        answer = await api.get("/north/v80/provision/devices", params={"tag": DEMO_TAG, "size": 1})
-        answer.raise_for_status()
-        body = answer.json()
-        # With size=1 the page count is the device count (an empty list still says "of": 1).
-        count = int(body["page"]["of"]) if body["devices"] else 0
-        return count if count >= self.options.devices else None
+            raise NotYet
+        count = await tagged_devices(api, DEMO_TAG)
+        if count < self.options.devices:
+            raise NotYet(f"{count} devices tagged {DEMO_TAG!r}")
+        return count
 
     # -- the demo job -----------------------------------------------------------------------
 
@@ -339,7 +322,7 @@ class DevStack:
                 continue
             names = ", ".join(c.name for c in children)
             print(f"Stopping {names}...", end=" ", flush=True)
-            outcomes = await asyncio.gather(*(c.stop(STOP_GRACE_S, self.hurry) for c in children))
+            outcomes = await self.supervisor.stop(children, STOP_GRACE_S, self.hurry)
             unusual = [
                 f"{c.name} {outcome}"
                 for c, outcome in zip(children, outcomes, strict=True)
@@ -347,10 +330,16 @@ class DevStack:
             ]
             print("; ".join(unusual) or "done", flush=True)
         # Anything not in STOP_ORDER (nothing today) goes last.
-        ordered = {name for stage in STOP_ORDER for name in stage}
-        for child in self.children.values():
-            if child.name not in ordered:
-                await child.stop(STOP_GRACE_S, self.hurry)
+        await self.supervisor.stop(grace_s=STOP_GRACE_S, hurry=self.hurry)
+
+
+async def tagged_devices(api: httpx.AsyncClient, tag: str) -> int:
+    """How many devices in the inventory carry ``tag``, read through the API."""
+    answer = await api.get("/north/v80/provision/devices", params={"tag": tag, "size": 1})
+    answer.raise_for_status()
+    body = answer.json()
+    # With size=1 the page count is the device count (an empty list still says "of": 1).
+    return int(body["page"]["of"]) if body["devices"] else 0
 
 
 class Progress:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
-import sys
-import time
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import uvicorn
@@ -21,32 +21,58 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES, data_converter
+from devstack import dev_server
+from devstack.processes import Supervisor, eventually
+
+# Re-exported: test modules find the binaries of the environment through here.
+from devstack.processes import find_binary as find_binary
 from inventory.keys import new_key
 from simulator.app import create_app as create_simulator
 from simulator.fleet import Fleet
 from worker import running_worker
 
-T = TypeVar("T")
 CALLBACK_SECRET = "callback-test-secret"
 
 
-def find_binary(name: str) -> str:
-    found = shutil.which(name) or str(Path(sys.executable).with_name(name))
-    if not Path(found).exists():
-        raise RuntimeError(f"{name} not found: install the project's dev dependencies")
-    return found
+class _DevServerEnvironment(WorkflowEnvironment):
+    """A dev server started by the project's supervisor, with the project's command line;
+    ``shutdown`` stops it and removes its directory (its log)."""
+
+    def __init__(self, client: Client, supervisor: Supervisor) -> None:
+        # Through from_client: the SDK's test client, which fails a workflow on an assert.
+        super().__init__(WorkflowEnvironment.from_client(client).client)
+        self._supervisor = supervisor
+
+    async def shutdown(self) -> None:
+        await _stop_dev_server(self._supervisor)
+
+
+async def _stop_dev_server(supervisor: Supervisor) -> None:
+    try:
+        await supervisor.stop()
+    finally:
+        shutil.rmtree(supervisor.log_dir, ignore_errors=True)
 
 
 async def start_dev_server(extra_args: list[str] | None = None) -> WorkflowEnvironment:
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_binary("temporal"),
-        data_converter=data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-        ui=False,
-        dev_server_extra_args=extra_args or [],
-    )
+    """A headless dev server on a free port, its state in memory, the project's search
+    attributes registered; ``extra_args`` go to ``temporal server start-dev`` as they are."""
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-test-temporal-"))
+    supervisor = Supervisor(workdir, cwd=workdir)
+    try:
+        _, client = await dev_server.start(
+            supervisor,
+            Settings(_env_file=None),
+            os.environ,
+            log_level="error",
+            # As the SDK's start_local had it: no call home from every test run.
+            dynamic_config={"frontend.enableServerVersionCheck": False},
+            extra=extra_args or [],
+        )
+    except BaseException:
+        await _stop_dev_server(supervisor)
+        raise
+    return _DevServerEnvironment(client, supervisor)
 
 
 @contextlib.asynccontextmanager
@@ -74,20 +100,6 @@ async def serve(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.2
-) -> T:
-    """Retry ``check`` until it stops raising AssertionError, then return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(interval)
 
 
 @dataclass
