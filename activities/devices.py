@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from enum import StrEnum
 
 import httpx
@@ -11,6 +13,9 @@ from temporalio.exceptions import ApplicationError
 
 from models.operations import DeviceRequest, DeviceResponse, DeviceResponseBody
 
+# How often a push waiting for its device tells Temporal it is alive (the workflow's heartbeat
+# timeout is a few times this).
+HEARTBEAT_EVERY = timedelta(seconds=2)
 # A synchronous answer is a few steps of JSON: a device that sends more is not read further, so
 # no device can make a worker hold an unbounded body in memory.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -46,6 +51,19 @@ class DeviceActivities:
 
     @activity.defn(name="send_device_request")
     async def send_request(self, input: SendRequestInput) -> SendRequestResult:
+        # Heartbeats while the device takes its time: if this worker dies, Temporal retries the
+        # push on another within the heartbeat timeout, not after the whole answer timeout.
+        push = asyncio.ensure_future(self._push(input))
+        try:
+            while True:
+                done, _ = await asyncio.wait({push}, timeout=HEARTBEAT_EVERY.total_seconds())
+                if done:
+                    return push.result()
+                activity.heartbeat()
+        finally:
+            push.cancel()
+
+    async def _push(self, input: SendRequestInput) -> SendRequestResult:
         if not input.address:
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail="device has no address")
         url = f"{input.address.rstrip('/')}/v80/devices/{input.device_id}/operation/request"

@@ -69,6 +69,7 @@ SEND_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
 )
+PUSH_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # Pushes to an unreachable device: 1 s, 2 s, 4 s ... at most 10 minutes apart.
 FIRST_PUSH_BACKOFF = timedelta(seconds=1)
 MAX_PUSH_BACKOFF = timedelta(minutes=10)
@@ -310,6 +311,9 @@ class OperationWorkflow:
                     answer_timeout_s=answer_timeout.total_seconds(),
                 ),
                 start_to_close_timeout=answer_timeout + timedelta(seconds=10),
+                # The push heartbeats while it waits: a dead worker's push is sent again within
+                # seconds (with the same operation id), not after the whole answer timeout.
+                heartbeat_timeout=PUSH_HEARTBEAT_TIMEOUT,
                 retry_policy=SEND_RETRY,
             )
         except ActivityError as err:
