@@ -9,14 +9,17 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 
-def _iso_utc(value: datetime) -> str:
-    # SPEC 1: north dates are ISO 8601 in UTC with milliseconds and a Z.
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+def iso_utc(value: datetime) -> str:
+    """SPEC 1: north dates are ISO 8601 in UTC with milliseconds and a Z, whatever offset they
+    came with (years zero-padded; an instant UTC cannot hold keeps its own offset)."""
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        return value.isoformat(timespec="milliseconds")
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str, when_used="json")]
+UtcDatetime = Annotated[datetime, PlainSerializer(iso_utc, return_type=str, when_used="json")]
 
 
 class WireModel(BaseModel):

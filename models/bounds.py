@@ -26,6 +26,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from models.base import iso_utc
+
 # The validation context of a payload read back from Temporal: the bounds are not checked.
 STORED: dict[str, Any] = {"stored": True}
 
@@ -72,6 +74,9 @@ class Bound:
     # Called with the value and the validation context (None, or e.g. ``{"now": ...}``).
     check: Callable[[Any, dict[str, Any] | None], None]
     schema: tuple[tuple[str, Any], ...] = ()
+    # Checked on the raw input, before the inner type validates it (a list's length, before
+    # 50,000 items are each validated only to be refused).
+    before: bool = False
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -83,6 +88,8 @@ class Bound:
                 check(value, info.context)
             return value
 
+        if self.before:
+            return core_schema.with_info_before_validator_function(validate, handler(source))
         return core_schema.with_info_after_validator_function(validate, handler(source))
 
     def __get_pydantic_json_schema__(
@@ -136,7 +143,9 @@ def _check_id(value: str, _: Any) -> None:
 
 
 def items(max_items: int, min_items: int = 0) -> Bound:
-    def check(value: list[Any], _: Any) -> None:
+    def check(value: Any, _: Any) -> None:
+        if not isinstance(value, list | tuple):
+            return  # not a list: the inner type says so
         if len(value) < min_items:
             raise ValueError(f"must have at least {min_items} items")
         if len(value) > max_items:
@@ -145,7 +154,7 @@ def items(max_items: int, min_items: int = 0) -> Bound:
     keywords: tuple[tuple[str, Any], ...] = (("maxItems", max_items),)
     if min_items:
         keywords += (("minItems", min_items),)
-    return Bound(check, keywords)
+    return Bound(check, keywords, before=True)
 
 
 def check_json(value: Any, _: Any = None, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -190,34 +199,29 @@ EpochMillis = Annotated[int, between(MIN_EPOCH_MS, MAX_EPOCH_MS)]
 Count = Annotated[int, between(1, MAX_COUNT)]
 
 
-def _check_ahead(value: datetime, context: dict[str, Any] | None) -> None:
-    if value.tzinfo is None:
-        raise ValueError("a date needs a time zone (e.g. 2026-11-22T10:15:30Z)")
-    # A workflow passes its own clock: it may not read the system's.
-    now = (context or {}).get("now") or datetime.now(UTC)
-    if value - now > MAX_AHEAD:
-        raise ValueError(f"must be at most {MAX_AHEAD.days} days ahead")
-
-
-def _iso_utc(value: datetime) -> str:
-    # SPEC 1: north dates are answered in UTC, whatever offset they came with.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-_IN_UTC = PlainSerializer(_iso_utc, return_type=str, when_used="json")
-# A job's date: with a time zone, and at most a year ahead.
-FutureDate = Annotated[datetime, Bound(_check_ahead), _IN_UTC]
+FIRST_DATE = datetime(2000, 1, 1, tzinfo=UTC)
 LAST_DATE = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _check_date(value: datetime, _: Any) -> None:
     if value.tzinfo is None:
         raise ValueError("a date needs a time zone (e.g. 2026-11-22T10:15:30Z)")
-    if value >= LAST_DATE:
-        raise ValueError("must be before 2100-01-01")
+    if not FIRST_DATE <= value < LAST_DATE:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
 
 
-# A task's date: with a time zone, before 2100.
+def _check_ahead(value: datetime, context: dict[str, Any] | None) -> None:
+    _check_date(value, context)
+    # A workflow passes its own clock: it may not read the system's.
+    now = (context or {}).get("now") or datetime.now(UTC)
+    if value - now > MAX_AHEAD:
+        raise ValueError(f"must be at most {MAX_AHEAD.days} days ahead")
+
+
+_IN_UTC = PlainSerializer(iso_utc, return_type=str, when_used="json")
+# A job's date: with a time zone, in this century, and at most a year ahead.
+FutureDate = Annotated[datetime, Bound(_check_ahead), _IN_UTC]
+# A task's date: with a time zone, in this century.
 Date = Annotated[datetime, Bound(_check_date), _IN_UTC]
 
 
