@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import ErrorCode, error_response
+from api.errors import ErrorCode, WatchedSend, error_response
 
 
 class BodyTooLarge(HTTPException):
@@ -37,7 +37,6 @@ class BodyLimit:
                 await self._refuse(scope, receive, send)
                 return
         received = 0
-        started = False
 
         async def counted() -> Message:
             nonlocal received
@@ -50,17 +49,12 @@ class BodyLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             await self.app(scope, counted, watched)
         except BodyTooLarge:
             # Raised where no exception handler was in the way (e.g. a middleware read the body).
-            if started:
+            if watched.started:
                 raise
             await self._refuse(scope, receive, send)
 

@@ -5,8 +5,10 @@ exception (a 500 carrying a correlation id that is also in the log, with the tra
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -16,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.temporal import QueryValueError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,25 @@ def _text(value: Any) -> str:
     return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+@dataclass(frozen=True)
+class Ids:
+    """The ids of one kind of resource: the 404 naming one, and a check of an id's shape, so that
+    an id no such resource could have is not found without asking a store."""
+
+    kind: str  # as the message names it: "Job"
+    field: str  # as the error's context names it: "jobId"
+    shape: re.Pattern[str]
+
+    def not_found(self, value: str) -> ApiError:
+        return ApiError(404, f"{self.kind} {value} not found", context=[(self.field, value)])
+
+    def known(self, value: str) -> str:
+        """The id, if such a resource could have it; else a 404."""
+        if not self.shape.match(value):
+            raise self.not_found(value)
+        return value
+
+
 def error_response(
     status: int,
     code: int,
@@ -146,12 +169,31 @@ def install(app: FastAPI) -> None:
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error(exc).response()
 
+    @app.exception_handler(QueryValueError)
+    async def _query_value(_: Request, exc: QueryValueError) -> JSONResponse:
+        # Every value of a visibility query comes from the request: one it cannot take is a 400.
+        return ApiError(400, str(exc)).response()
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _DEFAULT_CODES.get(exc.status_code, exc.status_code)
         return error_response(
             exc.status_code, code, _routing_message(request, exc), headers=exc.headers
         )
+
+
+class WatchedSend:
+    """Passes a response's messages on and notes when it has started: past that, an error can no
+    longer be answered with a body."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 class ServerErrors:
@@ -165,14 +207,7 @@ class ServerErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = WatchedSend(send)
         try:
             await self.app(scope, receive, watched)
         except Exception:
@@ -183,7 +218,7 @@ class ServerErrors:
                 scope.get("method"),
                 scope.get("path"),
             )
-            if started:  # too late for an error body: the server closes the connection
+            if watched.started:  # too late for an error body: the server closes the connection
                 raise
             response = error_response(
                 500,

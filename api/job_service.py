@@ -1,28 +1,69 @@
-"""Accepting a job request and starting its workflow: shared by the jobs and tasks routers."""
+"""The job service under the jobs, tasks and search routers: accepting a job request, starting its
+workflow, reading jobs and their operations from visibility, and sending a job its changes."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ApiError, ErrorCode
+from api.errors import ApiError, ErrorCode, Ids
+from api.pages import PageRequest
+from api.visibility import list_page
 from core.operation_types import FieldError, ParameterSchema, find_type
 from core.settings import Settings
-from core.temporal import JOB_STATUS, JOB_USER, OPERATION_NAME, TASK_ID, job_workflow_id
+from core.temporal import (
+    JOB_CHANGE,
+    JOB_REPORT_MEMO,
+    JOB_REQUEST_MEMO,
+    JOB_STATE_TRANSITION,
+    JOB_STATUS,
+    JOB_TASK_MEMO,
+    JOB_USER,
+    JOB_WORKFLOW,
+    OPERATION_MEMO,
+    OPERATION_NAME,
+    TASK_ID,
+    TRANSITION_ERROR,
+    all_of,
+    equals,
+    job_workflow_id,
+    literal,
+    of_type,
+    operations_of_job,
+)
 from inventory.operation_types import OperationTypeStore
 from inventory.store import Inventory
+from models.bounds import STORED
 from models.devices import ApiKey
 from models.enums import JobStatus
-from models.jobs import EntityWithParameters, JobRequest
-from models.messages import FanOutSettings, JobInput, JobState, job_memo
-from workflows.job import JobWorkflow
+from models.jobs import (
+    EntityWithParameters,
+    Job,
+    JobList,
+    JobPatch,
+    JobReport,
+    JobRequest,
+    Page,
+)
+from models.messages import FanOutSettings, JobChange, JobInput, JobState, job_memo
+from models.operations import Operation, OperationList
 
 # A 10,000-device request could fail everywhere: the body names the first failures only.
 _CONTEXT_ERRORS = 100
 _DETAILED_ERRORS = 5
+# Job ids are UUIDs, or ``<task id>-<time>`` for jobs a task's schedule started.
+MAX_JOB_ID = 200
+JOB_IDS = Ids("Job", "jobId", re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"))
+_CLOSED = [status for status in JobStatus if status.is_closed]
+
+# --- accepting and starting ---
 
 
 async def accept_request(request: JobRequest, key: ApiKey, inventory: Inventory) -> JobRequest:
@@ -122,9 +163,144 @@ def start_options(input: JobInput) -> dict[str, Any]:
 
 async def start_job(client: Client, settings: Settings, input: JobInput) -> None:
     await client.start_workflow(
-        JobWorkflow.run,
+        JOB_WORKFLOW,
         input,
         id=job_workflow_id(input.job_id),
         task_queue=settings.task_queue,
         **start_options(input),
     )
+
+
+async def create_job(
+    client: Client, settings: Settings, inventory: Inventory, key: ApiKey, request: JobRequest
+) -> Job:
+    """Accept a request and start its job now: the job as it starts."""
+    accepted = await accept_request(request, key, inventory)
+    input = job_input(accepted, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
+    await start_job(client, settings, input)
+    return input.view(JobState(status=initial_status(input)))
+
+
+# --- reading ---
+
+
+async def read_job(client: Client, job_id: str) -> Job:
+    """The job as its workflow last published it (describe reads the workflow's current memo); an
+    id no job of ours could have is not found without asking Temporal."""
+    workflow_id = job_workflow_id(JOB_IDS.known(job_id))
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise JOB_IDS.not_found(job_id) from exc
+        raise
+    if description.workflow_type != JOB_WORKFLOW:
+        raise JOB_IDS.not_found(job_id)
+    return await job_of(description)
+
+
+async def job_of(execution: WorkflowExecution) -> Job:
+    memo = await execution.memo()
+    return Job(
+        id=execution.id,
+        task_id=memo.get(JOB_TASK_MEMO),
+        # Read as stored: a request accepted under older bounds is still shown (models/bounds.py).
+        request=JobRequest.model_validate(memo[JOB_REQUEST_MEMO], context=STORED),
+        report=JobReport.model_validate(memo[JOB_REPORT_MEMO], context=STORED),
+    )
+
+
+async def operation_of(execution: WorkflowExecution) -> Operation:
+    return await execution.memo_value(OPERATION_MEMO, type_hint=Operation)
+
+
+async def job_list(client: Client, clause: str | None, page: PageRequest) -> JobList:
+    """One page of the jobs ``clause`` selects (all jobs without one)."""
+    query = all_of(of_type(JOB_WORKFLOW), clause)
+    jobs, answer = await list_page(client, query, page, job_of)
+    return JobList(jobs=jobs, page=answer)
+
+
+async def list_jobs(
+    client: Client,
+    page: PageRequest,
+    status: JobStatus | None = None,
+    name: str | None = None,
+    user: str | None = None,
+    task_id: str | None = None,
+) -> JobList:
+    """One page of the jobs with these search attributes (each filter optional)."""
+    clause = all_of(
+        equals(JOB_STATUS.name, status.value if status else None),
+        equals(OPERATION_NAME.name, name),
+        equals(JOB_USER.name, user),
+        equals(TASK_ID.name, task_id),
+    )
+    return await job_list(client, clause, page)
+
+
+async def find_operations(
+    client: Client, query: str, page: PageRequest
+) -> tuple[list[Operation], Page]:
+    """One page of the operations ``query`` selects, and the page of the answer."""
+    return await list_page(client, query, page, operation_of)
+
+
+async def job_operations(client: Client, job_id: str, page: PageRequest) -> OperationList:
+    """One page of a job's operations; 404 for an unknown job."""
+    await read_job(client, job_id)
+    operations, answer = await find_operations(client, operations_of_job(job_id), page)
+    return OperationList(operations=operations, page=answer.model_dump(exclude_none=True))
+
+
+async def open_jobs_of_type(client: Client, name: str) -> int:
+    """How many open jobs run operation type ``name``. A FINISHED or CANCELLED job's workflow may
+    still run a while to count late answers; it is not open."""
+    query = all_of(
+        of_type(JOB_WORKFLOW),
+        "ExecutionStatus = 'Running'",
+        equals(OPERATION_NAME.name, name),
+        *(f"{JOB_STATUS.name} != {literal(s.value)}" for s in _CLOSED),
+    )
+    return (await client.count_workflows(query)).count
+
+
+# --- changing ---
+
+
+def _transition_error() -> ApiError:
+    return ApiError(400, TRANSITION_ERROR, ErrorCode.JOB_STATE_TRANSITION)
+
+
+async def change_job(client: Client, job_id: str, change: JobChange) -> Job:
+    """Send a change to a job the caller has read (so it exists). Whether the job may change is
+    its workflow's to say: a transition its life cycle forbids (its update validator's
+    ``JOB_STATE_TRANSITION``, or a workflow already closed) is 400 code 1015."""
+    handle = client.get_workflow_handle(job_workflow_id(job_id))
+    try:
+        return await handle.execute_update(JOB_CHANGE, change, result_type=Job)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == JOB_STATE_TRANSITION:
+            raise _transition_error() from exc
+        message = getattr(cause, "message", str(cause))
+        raise ApiError(400, message, context=[("jobId", job_id)]) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # the job's workflow has closed
+            raise _transition_error() from exc
+        raise
+
+
+async def update_job(client: Client, job_id: str, patch: JobPatch) -> Job:
+    """Apply a PUT's patch to the job's current request and send the job the result."""
+    current = await read_job(client, job_id)
+    try:
+        request = patch.applied_to(current.request)
+    except ValueError as exc:  # a pydantic ValidationError too: the patched request as a whole
+        raise ApiError(400, f"Invalid change: {exc}", context=[("job.request", str(exc))]) from exc
+    return await change_job(client, job_id, JobChange(request=request))
+
+
+async def cancel_job(client: Client, job_id: str) -> Job:
+    await read_job(client, job_id)  # 404 for an unknown job
+    return await change_job(client, job_id, JobChange(cancel=True))

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Admin, InventoryDep
-from api.errors import ApiError
+from api.errors import Ids
 from api.request_checks import CheckedRoute
 from models.devices import ApiKey, ApiKeyIn, NewApiKey
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/north/v80/apiKeys", tags=["api keys"], route_class=C
 
 # Key ids are 16 hex digits (inventory.keys); anything else is no key of ours.
 MAX_KEY_ID = 32
-_KEY_ID = re.compile(r"^[0-9a-f]{1,32}$")
+KEY_IDS = Ids("API key", "id", re.compile(r"^[0-9a-f]{1,32}$"))
 
 
 @router.post("", status_code=201)
@@ -33,6 +33,6 @@ async def list_keys(_: Admin, inventory: InventoryDep) -> dict[str, list[ApiKey]
 async def delete_key(
     key_id: Annotated[str, Path(max_length=MAX_KEY_ID)], _: Admin, inventory: InventoryDep
 ) -> dict[str, str]:
-    if not _KEY_ID.match(key_id) or not await inventory.delete_key(key_id):
-        raise ApiError(404, f"API key {key_id} not found", context=[("id", key_id)])
+    if not await inventory.delete_key(KEY_IDS.known(key_id)):
+        raise KEY_IDS.not_found(key_id)
     return {"id": key_id}

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
 from api.deps import InventoryDep, Reader, TemporalDep, Writer
-from api.errors import ApiError, ErrorCode, declared
+from api.errors import ApiError, ErrorCode, Ids, declared
+from api.job_service import open_jobs_of_type
+from api.pages import PageRequest
 from api.request_checks import CheckedRoute
-from api.visibility import all_of, equals
+from api.search_filter import TEXT, OptionalTypeSearch, TypeSearchBody, predicate
 from core.catalog import BUILT_IN
 from core.operation_types import UnknownCatalogEntry, resolve_definition, schema_errors
-from core.temporal import JOB_STATUS, OPERATION_NAME
 from inventory.operation_types import OperationTypeExists, OperationTypeStore
-from models.enums import JobStatus
+from inventory.store import Inventory
 from models.operation_types import (
     TYPE_NAME_PATTERN,
+    OpenGateOperationType,
     OperationType,
     OperationTypeIn,
     OperationTypeRecord,
@@ -28,17 +30,44 @@ router = APIRouter(
 )
 
 PATH = "/north/v80/operationTypes"
-JOB_WORKFLOW = "JobWorkflow"
-CLOSED_STATUSES = (JobStatus.FINISHED, JobStatus.CANCELLED)
 MAX_NAME = 100
 # A name in a path: longer is a 400, another shape is no type of ours (404).
 TypeName = Annotated[str, Path(max_length=MAX_NAME)]
-_NAME = re.compile(TYPE_NAME_PATTERN)
+TYPE_NAMES = Ids("Operation type", "name", re.compile(TYPE_NAME_PATTERN))
 
 
 @router.get("/catalog", response_model_exclude_none=True)
 async def catalog(_: Reader) -> dict[str, list[OperationType]]:
     return {"operationTypes": list(BUILT_IN.values())}
+
+
+# The fields of the operation-type search (SPEC 3.4), compared without regard to case: the
+# vendor's JS client upper-cases the names it looks for.
+TYPE_SEARCH_FIELDS = {"name": TEXT, "title": TEXT, "description": TEXT}
+
+
+async def search_types(
+    inventory: Inventory, query: dict[str, Any], page: PageRequest | None
+) -> list[OpenGateOperationType]:
+    """The built-in and custom types ``query`` selects (built-in first, then custom by name), in
+    OpenGate's shape; ``page`` (the body's ``limit``) cuts the list, none answers them all."""
+    matches = predicate(query, TYPE_SEARCH_FIELDS, ignore_case=True)
+    custom = await OperationTypeStore(inventory).list_types()
+    found = [
+        OpenGateOperationType.of(t)
+        for t in [*BUILT_IN.values(), *custom]
+        if matches({"name": t.name, "title": t.title, "description": t.description})
+    ]
+    return found if page is None else found[page.offset : page.offset + page.size]
+
+
+@router.post("/search", response_model_exclude_none=True)
+async def search(
+    _: Reader, inventory: InventoryDep, body: OptionalTypeSearch = None
+) -> list[OpenGateOperationType]:
+    """The same as ``POST /search/operationTypes``: a bare JSON array of the matching types."""
+    search = body or TypeSearchBody()
+    return await search_types(inventory, search.filter, search.page)
 
 
 @router.get("", response_model_exclude_none=True)
@@ -67,9 +96,9 @@ async def create_type(
 async def get_type(name: TypeName, _: Reader, inventory: InventoryDep) -> OperationTypeRecord:
     if name in BUILT_IN:
         return _built_in(BUILT_IN[name])
-    found = await OperationTypeStore(inventory).get(_known_shape(name))
+    found = await OperationTypeStore(inventory).get(TYPE_NAMES.known(name))
     if found is None:
-        raise _not_found(name)
+        raise TYPE_NAMES.not_found(name)
     return found
 
 
@@ -79,14 +108,14 @@ async def replace_type(
 ) -> OperationTypeRecord:
     """Replace a custom type whole (a job already accepted keeps the parameters it was given)."""
     _writable(name)
-    _known_shape(name)
+    TYPE_NAMES.known(name)
     if given.name not in (None, name):
         raise ApiError(
             400, "The name of an operation type cannot change", context=[("name", given.name)]
         )
     replaced = await OperationTypeStore(inventory).update(_definition(name, given))
     if replaced is None:
-        raise _not_found(name)
+        raise TYPE_NAMES.not_found(name)
     return replaced
 
 
@@ -96,30 +125,17 @@ async def delete_type(
 ) -> OperationTypeRecord:
     _writable(name)
     store = OperationTypeStore(inventory)
-    found = await store.get(_known_shape(name))
+    found = await store.get(TYPE_NAMES.known(name))
     if found is None:
-        raise _not_found(name)
+        raise TYPE_NAMES.not_found(name)
     # A job already accepted does not read its type again, but it was accepted against it: the
-    # type stays until no open job uses it. A FINISHED or CANCELLED job's workflow may still run
-    # a while to count late answers; it is not open. A job created between this count and the
-    # delete is not seen (there is no transaction across Temporal and the inventory).
-    query = all_of(
-        f"WorkflowType = '{JOB_WORKFLOW}' AND ExecutionStatus = 'Running'",
-        equals(OPERATION_NAME.name, name),
-        *(f"{JOB_STATUS.name} != '{s.value}'" for s in CLOSED_STATUSES),
-    )
-    open_jobs = (await client.count_workflows(query)).count
+    # type stays until no open job uses it. A job created between this count and the delete is
+    # not seen (there is no transaction across Temporal and the inventory).
+    open_jobs = await open_jobs_of_type(client, name)
     if open_jobs:
         raise _conflict(name, f"is used by {open_jobs} open job(s)")
     await store.delete(name)
     return found
-
-
-def _known_shape(name: str) -> str:
-    """The name, if a type could have it: any other is not found without asking the store."""
-    if not _NAME.match(name):
-        raise _not_found(name)
-    return name
 
 
 def _definition(name: str, given: OperationTypeIn) -> OperationType:
@@ -157,10 +173,6 @@ def _writable(name: str) -> None:
 
 def _built_in(operation_type: OperationType) -> OperationTypeRecord:
     return OperationTypeRecord(**operation_type.model_dump())
-
-
-def _not_found(name: str) -> ApiError:
-    return ApiError(404, f"Operation type {name} not found", context=[("name", name)])
 
 
 def _conflict(name: str, why: str) -> ApiError:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from api.deps import InventoryDep, Reader, Writer
-from api.errors import ApiError, declared, validation_error
+from api.errors import ApiError, Ids, declared, validation_error
+from api.pages import Paging
 from api.request_checks import CheckedRoute, is_json, parse_json
-from api.visibility import MAX_PAGE, MAX_PAGE_SIZE
 from inventory.store import DeviceExists, DeviceNotFound
 from models.devices import (
     DEVICE_ID_PATTERN,
@@ -33,7 +33,7 @@ MAX_BULK = 100_000
 MAX_DEVICE_ID = 128
 MAX_TAG = 128
 _bulk_adapter = TypeAdapter(list[DeviceIn])
-_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+DEVICE_IDS = Ids("Device", "id", re.compile(DEVICE_ID_PATTERN))
 # A device id in a path: longer is a 400, another shape is no device of ours (404).
 DeviceId = Annotated[str, Path(max_length=MAX_DEVICE_ID)]
 
@@ -55,16 +55,6 @@ _BULK_BODY = {
         },
     }
 }
-
-
-def _not_found(device_id: str) -> ApiError:
-    return ApiError(404, f"Device {device_id} not found", context=[("id", device_id)])
-
-
-def _known_shape(device_id: str) -> str:
-    if not _DEVICE_ID.match(device_id):
-        raise _not_found(device_id)
-    return device_id
 
 
 @router.post("", status_code=201, responses=declared(409))
@@ -138,19 +128,18 @@ def _csv_rows(raw: bytes) -> list[dict[str, Any]]:
 async def list_devices(
     _: Reader,
     inventory: InventoryDep,
+    page: Paging,
     tag: Annotated[str | None, Query(max_length=MAX_TAG)] = None,
-    start: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
-    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> DeviceList:
-    devices, total = await inventory.list_devices(tag, start, size)
-    return DeviceList(devices=devices, page={"number": start, "of": max(1, -(-total // size))})
+    devices, total = await inventory.list_devices(tag, page.number, page.size)
+    return DeviceList(devices=devices, page=page.answer(total).model_dump())
 
 
 @router.get("/{device_id}")
 async def get_device(device_id: DeviceId, _: Reader, inventory: InventoryDep) -> Device:
-    device = await inventory.get_device(_known_shape(device_id))
+    device = await inventory.get_device(DEVICE_IDS.known(device_id))
     if device is None:
-        raise _not_found(device_id)
+        raise DEVICE_IDS.not_found(device_id)
     return device
 
 
@@ -159,13 +148,13 @@ async def update_device(
     device_id: DeviceId, _: Writer, inventory: InventoryDep, update: DeviceUpdate
 ) -> Device:
     try:
-        return await inventory.update_device(_known_shape(device_id), update)
+        return await inventory.update_device(DEVICE_IDS.known(device_id), update)
     except DeviceNotFound as exc:
-        raise _not_found(device_id) from exc
+        raise DEVICE_IDS.not_found(device_id) from exc
 
 
 @router.delete("/{device_id}", status_code=200)
 async def delete_device(device_id: DeviceId, _: Writer, inventory: InventoryDep) -> dict[str, str]:
-    if not await inventory.delete_device(_known_shape(device_id)):
-        raise _not_found(device_id)
+    if not await inventory.delete_device(DEVICE_IDS.known(device_id)):
+        raise DEVICE_IDS.not_found(device_id)
     return {"id": device_id}
