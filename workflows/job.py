@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         count_paced,
         pace_reset,
         pace_room,
+        progress,
         should_abort,
     )
 
@@ -295,7 +296,9 @@ class JobWorkflow:
             assert request.schedule is not None and request.schedule.start is not None
             start_at = request.schedule.start.resolve(self._created_at)
             try:
-                await workflow.wait_condition(changed, timeout=start_at - workflow.now())
+                await workflow.wait_condition(
+                    changed, timeout=start_at - workflow.now(), timeout_summary="scheduled start"
+                )
             except TimeoutError:
                 break
         return state.stopping is None
@@ -316,6 +319,7 @@ class JobWorkflow:
                         or self._must_stop()
                     ),
                     timeout=self._next_deadline(),
+                    timeout_summary="the job's deadline or its next pace window",
                 )
             if self._past_deadline() and state.stopping is None:
                 state.stopping = CancelReason.BY_TIMEOUT
@@ -448,6 +452,7 @@ class JobWorkflow:
             await workflow.execute_activity_method(
                 CallbackActivities.deliver,
                 delivery,
+                summary=f"{delivery.event.value} to the job's callback",
                 start_to_close_timeout=timedelta(seconds=15),
                 schedule_to_close_timeout=CALLBACK_DEADLINE,
                 retry_policy=CALLBACK_RETRY,
@@ -576,6 +581,7 @@ class JobWorkflow:
                     ]
                 ),
                 memo={OPERATION_MEMO: initial_operation(op_input)},
+                static_summary=f"{request.name} → {device.id}",
             )
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
             workflow.logger.warning(
@@ -608,7 +614,10 @@ class JobWorkflow:
             self._publish()
 
     def _publish(self) -> None:
-        workflow.upsert_memo({JOB_REPORT_MEMO: report(self._state)})
+        published = report(self._state)
+        workflow.upsert_memo({JOB_REPORT_MEMO: published})
+        # What the Temporal UI shows as the job's current details.
+        workflow.set_current_details(progress(published))
         self._dirty = False
 
     async def _publish_while_running(self) -> None:
@@ -617,7 +626,7 @@ class JobWorkflow:
         while True:
             await workflow.wait_condition(lambda: self._dirty)
             self._publish()
-            await workflow.sleep(PUBLISH_INTERVAL)
+            await workflow.sleep(PUBLISH_INTERVAL, summary="the report's publish interval")
 
     async def _wait_for_late_answers(self) -> None:
         """The job is FINISHED; operations cancelled by timeout may still answer late (SPEC 3.2:
@@ -629,6 +638,7 @@ class JobWorkflow:
                 await workflow.wait_condition(
                     lambda: not state.late_pending or self._should_continue_as_new(),
                     timeout=state.late_until - workflow.now(),
+                    timeout_summary="grace for late answers",
                 )
             except TimeoutError:
                 return

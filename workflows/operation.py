@@ -194,7 +194,8 @@ class OperationWorkflow:
                 break  # stopped by the job, or the engine gave up: no retry
             if not params.should_retry(attempt, self._op.result, timed_out):
                 break
-            if await self._wait(lambda: False, timedelta(milliseconds=params.retries_delay)):
+            delay = timedelta(milliseconds=params.retries_delay)
+            if await self._wait(lambda: False, delay, f"retry delay before attempt {attempt + 1}"):
                 break
         publisher.cancel()
         await self._close()
@@ -240,7 +241,7 @@ class OperationWorkflow:
         if self._final is None:
             self._set_status(OperationStatus.STARTED)
             timeout = timedelta(milliseconds=params.timeout)
-            if not await self._wait(lambda: self._final is not None, timeout):
+            if not await self._wait(lambda: self._final is not None, timeout, "operation timeout"):
                 self._cancel(CancelReason.BY_TIMEOUT, "no final answer within the timeout")
                 return True
             if self._final is None:  # stopped by the job while the device works on it
@@ -266,7 +267,9 @@ class OperationWorkflow:
             if remaining <= timedelta(0):
                 self._give_up(f"device unreachable until the connection deadline ({sent.detail})")
                 return None
-            if not await self._wait(self._device_has_it, min(backoff, remaining)):
+            if not await self._wait(
+                self._device_has_it, min(backoff, remaining), "back-off before the next push"
+            ):
                 backoff = min(backoff * 2, MAX_PUSH_BACKOFF)
                 continue
             if self._cancel_if_stopped():
@@ -277,11 +280,14 @@ class OperationWorkflow:
     def _device_has_it(self) -> bool:
         return self._handed_out or self._final is not None
 
-    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
-        """Wait for ``condition`` or a stop from the job; False when the timeout ran out."""
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta, timer: str) -> bool:
+        """Wait for ``condition`` or a stop from the job; False when the timeout ran out.
+        ``timer`` names the timer in the Temporal UI."""
         try:
             await workflow.wait_condition(
-                lambda: condition() or self._stop is not None, timeout=timeout
+                lambda: condition() or self._stop is not None,
+                timeout=timeout,
+                timeout_summary=timer,
             )
         except TimeoutError:
             return False
@@ -315,6 +321,7 @@ class OperationWorkflow:
                 # seconds (with the same operation id), not after the whole answer timeout.
                 heartbeat_timeout=PUSH_HEARTBEAT_TIMEOUT,
                 retry_policy=SEND_RETRY,
+                summary=f"push {self._input.name} to {self._input.device.id}",
             )
         except ActivityError as err:
             # The device kept failing (5xx): like an unreachable device, it is tried again later.
@@ -413,6 +420,7 @@ class OperationWorkflow:
             await workflow.wait_condition(
                 lambda: self._final is not None,
                 timeout=timedelta(milliseconds=self._input.late_answer_grace_ms),
+                timeout_summary="grace for a late answer",
             )
         except TimeoutError:
             return

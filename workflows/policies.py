@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.enums import JobEvent
-from models.jobs import Job, Rollout
+from models.jobs import Job, JobReport, Rollout
 from models.messages import JobState
 from models.summary import Bucket, OperationCounts
 
@@ -77,3 +77,18 @@ def callback_payload(event: JobEvent, job: Job) -> dict[str, Any]:
         "report": {part: view["report"][part] for part in parts},
     }
     return body if event is JobEvent.INITIATED else {"job": body}
+
+
+# --- what the Temporal UI shows ---
+
+
+def progress(report: JobReport) -> str:
+    """A job's progress in one line, for its current details in the Temporal UI."""
+    summary = report.summary
+    finished = summary.finished
+    cancelled = finished.cancelled.total
+    return (
+        f"{summary.status.value}: {finished.total:,} of {summary.total:,} finished "
+        f"({finished.successful:,} successful, {finished.error:,} errors, "
+        f"{cancelled:,} cancelled), {summary.in_progress.total:,} in progress"
+    )
