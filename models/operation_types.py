@@ -122,3 +122,93 @@ class OperationTypeIn(StrictWireModel):
     parameters: Annotated[dict[str, Any], AfterValidator(_bounded_schema)] | None = None
     steps: Annotated[list[StepDefinition], items(MAX_STEPS)] | None = None
     from_catalog: TypeName | None = None
+
+
+# --- the OpenGate shape of a type, as the vendor's clients read it from the type search ---
+
+# What a job of ours can target: provisioned devices (the JS client reads this list only to target
+# by filter, which the SPEC does not have).
+APPLICABLE_TO = ("entity.device",)
+# The formats Ajv 6 (the JS client's validator, draft-07) knows; it refuses to compile any other.
+AJV6_FORMATS = frozenset(
+    {
+        "date", "time", "date-time", "uri", "uri-reference", "uri-template", "url", "email",
+        "hostname", "ipv4", "ipv6", "regex", "uuid", "json-pointer", "json-pointer-uri-fragment",
+        "relative-json-pointer",
+    }
+)  # fmt: skip
+# Keywords whose values are data, not schemas: copied as they are.
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+# Keywords a schema may hold without declaring any parameter.
+_NO_PARAMETERS = frozenset({"$schema", "$id", "$comment", "title", "description", "type"})
+
+
+def draft07(schema: Any) -> Any:
+    """A Draft 2020-12 schema as Ajv 6 (draft-07) compiles it: no ``$schema`` (Ajv 6 throws on
+    the 2020-12 URI), no ``format`` it does not know (it throws on those too), ``prefixItems`` as
+    draft-07's array ``items`` (with ``items`` as ``additionalItems``) and ``dependentRequired`` /
+    ``dependentSchemas`` as ``dependencies``. Other 2020-12 keywords (``unevaluatedProperties``,
+    ``$defs``...) are kept: Ajv 6 ignores unknown keywords, and resolves ``#/$defs/...`` as a
+    JSON pointer. The server still checks parameters with the original schema."""
+    if isinstance(schema, list):
+        return [draft07(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$schema" or (key == "format" and value not in AJV6_FORMATS):
+            continue
+        converted[key] = value if key in _DATA_KEYWORDS else draft07(value)
+    if "prefixItems" in converted:
+        if "items" in converted:
+            converted["additionalItems"] = converted.pop("items")
+        converted["items"] = converted.pop("prefixItems")
+    dependencies = {
+        **converted.pop("dependentSchemas", {}),
+        **converted.pop("dependentRequired", {}),
+    }
+    if dependencies:
+        converted["dependencies"] = {**converted.get("dependencies", {}), **dependencies}
+    return converted
+
+
+def declares_parameters(schema: dict[str, Any]) -> bool:
+    """Whether a type's schema declares any parameter: anything beyond an object type with no
+    properties (``additionalProperties: false`` included) and annotations."""
+    for key, value in schema.items():
+        if key in _NO_PARAMETERS or (key in ("properties", "patternProperties") and not value):
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        return True
+    return False
+
+
+class OpenGateParameters(WireModel):
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OpenGateOperationType(WireModel):
+    """An operation type as OpenGate's type search answers it (the vendor's JS builder reads
+    ``name``, ``parameters.schema`` and ``applicableTo``)."""
+
+    name: str
+    title: str | None = None
+    description: str | None = None
+    # Absent for a type that declares no parameter: the JS client then sends no ``parameters``.
+    parameters: OpenGateParameters | None = None
+    steps: list[StepDefinition] = []
+    applicable_to: list[str] = list(APPLICABLE_TO)
+
+    @classmethod
+    def of(cls, operation_type: OperationType) -> OpenGateOperationType:
+        schema = operation_type.parameters
+        return cls(
+            name=operation_type.name,
+            title=operation_type.title,
+            description=operation_type.description,
+            parameters=OpenGateParameters(json_schema=draft07(schema))
+            if declares_parameters(schema)
+            else None,
+            steps=operation_type.steps,
+        )
