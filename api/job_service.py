@@ -161,12 +161,16 @@ def start_options(input: JobInput) -> dict[str, Any]:
     }
 
 
-async def start_job(client: Client, settings: Settings, input: JobInput) -> None:
+async def start_job(
+    client: Client, settings: Settings, input: JobInput, summary: str | None = None
+) -> None:
+    """Start a job's workflow; ``summary`` is what the Temporal UI shows for it."""
     await client.start_workflow(
         JOB_WORKFLOW,
         input,
         id=job_workflow_id(input.job_id),
         task_queue=settings.task_queue,
+        static_summary=summary,
         **start_options(input),
     )
 
@@ -177,8 +181,23 @@ async def create_job(
     """Accept a request and start its job now: the job as it starts."""
     accepted = await accept_request(request, key, inventory)
     input = job_input(accepted, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
-    await start_job(client, settings, input)
+    await start_job(client, settings, input, await ui_summary(accepted, inventory))
     return input.view(JobState(status=initial_status(input)))
+
+
+async def ui_summary(request: JobRequest, inventory: Inventory) -> str:
+    """The job as an SRE reads it in the Temporal UI: ``REBOOT_EQUIPMENT on tag line-7 (1,240
+    devices)``; the count is the inventory's when the job is created."""
+    selection = request.target.append if request.target else None
+    if selection is None:
+        return f"{request.name} (no target yet)"
+    if selection.tags:
+        count = await inventory.count_with_tags(selection.tags)
+        tags = ", ".join(selection.tags[:3]) + (", ..." if len(selection.tags) > 3 else "")
+        kind = "tag" if len(selection.tags) == 1 else "tags"
+        return f"{request.name} on {kind} {tags} ({count:,} devices)"
+    count = len(selection.unique_listed()[0])
+    return f"{request.name} on {count:,} listed device{'s' if count != 1 else ''}"
 
 
 # --- reading ---

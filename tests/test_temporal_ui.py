@@ -38,7 +38,19 @@ async def test_operations_are_named_and_the_job_details_follow_its_progress(stac
         "FINISHED: 2 of 2 finished (1 successful, 0 errors, 1 cancelled), 0 in progress"
     )
 
+    described = await stack.client.get_workflow_handle(job_workflow_id(job["id"])).describe()
+    assert await described.static_summary() == "REBOOT_EQUIPMENT on 2 listed devices"
     for operation in await stack.operations(job["id"]):
         handle = stack.client.get_workflow_handle(operation_workflow_id(operation["operationId"]))
         summary = await (await handle.describe()).static_summary()
         assert summary == f"REBOOT_EQUIPMENT → {operation['entityId']}"
+
+
+async def test_a_job_on_a_tag_is_named_with_its_tag_and_device_count(stack: Stack) -> None:
+    await stack.provision(3, tags=["line-7"], prefix="tag-ui-")
+    job = await stack.create_job(
+        {"name": "REFRESH_INFO", "target": {"append": {"tags": ["line-7"]}}}
+    )
+    described = await stack.client.get_workflow_handle(job_workflow_id(job["id"])).describe()
+    assert await described.static_summary() == "REFRESH_INFO on tag line-7 (3 devices)"
+    await stack.wait_finished(job["id"])
