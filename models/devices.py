@@ -26,9 +26,9 @@ Tags = Annotated[
     items(MAX_DEVICE_TAGS),
     AfterValidator(_clean_tags),
 ]
-DeviceId = Annotated[str, text(MAX_ID), Field(pattern=DEVICE_ID_PATTERN)]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN), text(MAX_ID)]
 DeviceType = Annotated[str, text(MAX_NAME, min_length=1)]
-Address = Annotated[str, text(MAX_URL), Field(pattern=ADDRESS_PATTERN)]
+Address = Annotated[str, Field(pattern=ADDRESS_PATTERN), text(MAX_URL)]
 
 
 class DeviceIn(StrictWireModel):

@@ -82,7 +82,7 @@ def _bounded_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-TypeName = Annotated[str, text(MAX_NAME_LENGTH), Field(pattern=TYPE_NAME_PATTERN)]
+TypeName = Annotated[str, Field(pattern=TYPE_NAME_PATTERN), text(MAX_NAME_LENGTH)]
 Title = Annotated[str, text(MAX_TITLE_LENGTH)]
 Description = Annotated[str, text(MAX_DESCRIPTION_LENGTH)]
 
