@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -200,3 +201,33 @@ async def running_stack(
     ):
         fleet.platform_url = api_url
         yield Stack(settings, env.client, api_url, admin_key, api, fleet, sim_url, sim)
+
+
+# Temporal's own retries, not failures of a workflow's code: a signal that came while the task
+# was completing the workflow (UnhandledCommand), a worker's sticky cache reset.
+BENIGN_TASK_FAILURES = (
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_STICKY_TASK_QUEUE,
+)
+
+
+async def failed_workflow_tasks(stack: Stack) -> tuple[int, list[str]]:
+    """How many workflows this stack ran (jobs and operations), and those that ever failed a
+    workflow task: an input that passed the API must never poison one (issue 9)."""
+    seen, failed = 0, []
+    query = f"TaskQueue = '{stack.settings.task_queue}'"
+    async for execution in stack.client.list_workflows(query):
+        seen += 1
+        handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        async for event in handle.fetch_history_events():
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                continue
+            attributes = event.workflow_task_failed_event_attributes
+            if attributes.cause in BENIGN_TASK_FAILURES:
+                continue
+            cause = WorkflowTaskFailedCause.Name(attributes.cause)
+            failed.append(
+                f"{execution.workflow_type} {execution.id}: {cause} {attributes.failure.message}"
+            )
+            break
+    return seen, failed

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 
 from tests.fuzz_support import Plan
-from tests.stack import Stack, eventually
+from tests.stack import Stack, eventually, failed_workflow_tasks
 
 log = logging.getLogger(__name__)
 NORTH = "/north/v80"
@@ -235,39 +234,9 @@ async def still_serving(stack: Stack, plan: Plan, kept: list[str]) -> list[str]:
     else:
         if counters["finished"]["successful"] != len(kept) or counters["total"] != len(kept):
             problems.append(f"job {job_id} finished with {counters}")
-    return problems + await failed_workflow_tasks(stack)
-
-
-# Temporal's own retries, not failures of the workflow's code: a signal that came while the task
-# was completing the workflow (UnhandledCommand), a worker's sticky cache reset.
-BENIGN_TASK_FAILURES = (
-    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
-    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_STICKY_TASK_QUEUE,
-)
-
-
-async def failed_workflow_tasks(stack: Stack) -> list[str]:
-    """The workflows of this stack (the fuzzer's jobs and operations among them) that failed a
-    workflow task: a value the API accepted must never poison one (issue 9)."""
-    failed, seen = [], 0
-    query = f"TaskQueue = '{stack.settings.task_queue}'"
-    async for execution in stack.client.list_workflows(query):
-        seen += 1
-        handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        async for event in handle.fetch_history_events():
-            attributes = event.workflow_task_failed_event_attributes
-            if (
-                event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-                and attributes.cause not in BENIGN_TASK_FAILURES
-            ):
-                cause = WorkflowTaskFailedCause.Name(attributes.cause)
-                failed.append(
-                    f"{execution.workflow_type} {execution.id}: workflow task failed: {cause} "
-                    f"{attributes.failure.message[:300]}"
-                )
-                break
+    seen, failed = await failed_workflow_tasks(stack)
     log.info("workflow histories read after fuzzing: %d", seen)
-    return failed
+    return problems + failed
 
 
 async def test_fuzzing_finds_nothing_and_leaves_the_stack_serving(

@@ -25,10 +25,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.testing import WorkflowEnvironment
 
-from tests.stack import Stack, eventually, running_stack
+from tests.stack import Stack, eventually, failed_workflow_tasks, running_stack
 
 NORTH = "/north/v80"
 JOBS = f"{NORTH}/operation/jobs"
@@ -846,33 +845,3 @@ async def test_the_stack_still_serves_a_normal_job_and_keeps_its_devices(hostile
     assert (await hostile.api.get("/health/ready")).status_code == 200
     seen, failed = await failed_workflow_tasks(hostile)
     assert seen >= 10 and failed == [], (seen, failed)
-
-
-# Temporal's own retries, not failures of the workflow's code: a signal that came while the task
-# was completing the workflow (UnhandledCommand), a worker's sticky cache reset.
-BENIGN_TASK_FAILURES = (
-    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
-    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_STICKY_TASK_QUEUE,
-)
-
-
-async def failed_workflow_tasks(stack: Stack) -> tuple[int, list[str]]:
-    """How many workflows this stack ran (jobs and operations), and those that ever failed a
-    workflow task: an input that passed the API must never poison one (issue 9)."""
-    seen, failed = 0, []
-    query = f"TaskQueue = '{stack.settings.task_queue}'"
-    async for execution in stack.client.list_workflows(query):
-        seen += 1
-        handle = stack.client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        async for event in handle.fetch_history_events():
-            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                continue
-            attributes = event.workflow_task_failed_event_attributes
-            if attributes.cause in BENIGN_TASK_FAILURES:
-                continue
-            cause = WorkflowTaskFailedCause.Name(attributes.cause)
-            failed.append(
-                f"{execution.workflow_type} {execution.id}: {cause} {attributes.failure.message}"
-            )
-            break
-    return seen, failed
