@@ -1,6 +1,6 @@
 # One image for every process of the scale-out shape (docs/deployment.md):
 #   worker (default):  python -m worker
-#   API:               uvicorn api.app:create_app --factory --host 0.0.0.0 --port 8080
+#   API:               python -m api   (FLEET_API_HOST/PORT, FLEET_TLS_*: docs/deployment.md)
 #   one-shot setup:    python -m core.register
 #   demo fleet:        python -m simulator ...
 FROM python:3.11-slim-bookworm

@@ -17,6 +17,7 @@ from activities.devices import DeviceActivities
 from activities.inventory import InventoryActivities
 from core.settings import Settings, get_settings
 from core.temporal import connect
+from core.tls import client_context
 from inventory.store import Inventory
 from workflows.job import JobWorkflow
 from workflows.operation import OperationWorkflow
@@ -38,10 +39,18 @@ async def running_worker(
         max_connections=settings.device_max_connections,
         max_keepalive_connections=settings.device_max_connections,
     )
-    async with httpx.AsyncClient(limits=limits) as http:
+    # https devices are verified against the device CA, and see the platform's certificate;
+    # callback receivers are verified against theirs (each the system store when unset).
+    device_tls = client_context(
+        settings.device_ca_file, settings.device_client_cert_file, settings.device_client_key_file
+    )
+    async with (
+        httpx.AsyncClient(limits=limits, verify=device_tls) as http,
+        httpx.AsyncClient(verify=client_context(settings.callback_ca_file)) as callback_http,
+    ):
         devices = DeviceActivities(http)
         targets = InventoryActivities(inventory)
-        callbacks = CallbackActivities(http, client, settings.callback_secret)
+        callbacks = CallbackActivities(callback_http, client, settings.callback_secret)
         worker = Worker(
             client,
             task_queue=task_queue or settings.task_queue,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from datetime import timedelta
 from enum import StrEnum
 
@@ -90,13 +91,24 @@ class DeviceActivities:
                 content = await _read_capped(answer)
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             activity.logger.info("device %s unreachable: %r", input.device_id, exc)
-            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=type(exc).__name__)
+            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=_why(exc))
         if content is None:
             return SendRequestResult(
                 delivery=Delivery.REJECTED,
                 detail=f"answer larger than {MAX_ANSWER_BYTES} bytes",
             )
         return _read_answer(content, input.operation_id)
+
+
+def _why(exc: Exception) -> str:
+    """Why a device could not be reached; a certificate that does not verify says so (the
+    handshake failed, so the request was never sent)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"the device's TLS certificate does not verify ({cause.verify_message})"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 async def _read_capped(answer: httpx.Response) -> bytes | None:

@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from temporalio.client import Client
 
+from api.certificates import certificate_caller
 from api.errors import ApiError
 from core.settings import Settings
 from inventory.store import Inventory
@@ -37,19 +38,29 @@ InventoryDep = Annotated[Inventory, Depends(_inventory)]
 api_key_header = APIKeyHeader(
     name="X-ApiKey",
     scheme_name="ApiKey",
-    description="A north key (admin, operator, viewer) or a device's south key",
+    description=(
+        "A north key (admin, operator, viewer) or a device's south key; over mutual TLS a client "
+        "certificate may stand instead (docs/api.md, Certificates)"
+    ),
     auto_error=False,
 )
 
 
 async def _caller(
-    inventory: InventoryDep, x_apikey: Annotated[str | None, Security(api_key_header)] = None
+    request: Request,
+    inventory: InventoryDep,
+    settings: SettingsDep,
+    x_apikey: Annotated[str | None, Security(api_key_header)] = None,
 ) -> ApiKey:
-    if not x_apikey:
-        raise ApiError(401, "Missing X-ApiKey header")
-    key = await inventory.authenticate(x_apikey)
+    if x_apikey:  # a key, when sent, is who the caller is
+        key = await inventory.authenticate(x_apikey)
+        if key is None:
+            raise ApiError(401, "Unknown API key")
+        return key
+    # No key: the client certificate the TLS handshake verified may name the caller.
+    key = await certificate_caller(request, inventory, settings)
     if key is None:
-        raise ApiError(401, "Unknown API key")
+        raise ApiError(401, "Missing X-ApiKey header")
     return key
 
 

@@ -1,6 +1,7 @@
 """Fan-out throughput: the whole stack against the Temporal server's own ceiling, in one run.
 
-``python -m bench.fanout --devices 2000 [--workers K] [--window W] [--batch B] [--skip-ceiling]``
+``python -m bench.fanout --devices 2000 [--workers K] [--window W] [--batch B] [--skip-ceiling]
+[--tls]``
 
 One Temporal dev server (SQLite file in WAL mode, started here on free 127.0.0.1 ports) serves
 two measurements, one after the other:
@@ -8,7 +9,9 @@ two measurements, one after the other:
 (a) the stack: the API (uvicorn), K workers (``worker.py``) and the device simulator, each its own
     process configured by ``FLEET_*`` variables. The simulator provisions N devices tagged
     ``bench`` that answer synchronously; one job targets the tag. Rate: N / (POST that creates
-    the job → the first GET that reads ``FINISHED``, polling every 0.2 s).
+    the job → the first GET that reads ``FINISHED``, polling every 0.2 s). With ``--tls``, (a)
+    runs a second time on the same server with the devices served over HTTPS (mutual TLS: the
+    simulator requires the workers' client certificate), for the cost of TLS on the push path.
 (b) the ceiling: N ``bench.minimal`` workflows of one no-op activity each, started straight from
     a client and run by K ``python -m bench.minimal`` workers with the same limits. Rate:
     N / (first start call → close of the last workflow, read from visibility once all closed).
@@ -56,7 +59,8 @@ from bench.harness import (
 )
 from bench.minimal import WORKFLOW_TYPE as MINIMAL_WORKFLOW
 from core.settings import Settings
-from devstack.processes import Child, NotYet, eventually
+from core.tls import client_context
+from devstack.processes import HOST, Child, NotYet, eventually
 
 STACK_QUEUE = "bench-fanout"
 CEILING_QUEUE = "bench-minimal"
@@ -137,7 +141,52 @@ def span_points(
         timeline.add(f"last {noun} closed", closes[-1], origin)
 
 
-async def measure_stack(args: argparse.Namespace, ctx: Run) -> StackResult:
+@dataclass(frozen=True)
+class DeviceTls:
+    """``--tls``: the simulator serves its devices over HTTPS (a test CA made here) and requires
+    the platform's client certificate; the workers verify the devices and present theirs."""
+
+    env: dict[str, str]
+    sim_args: list[str]
+    # The device CA, and the platform's client certificate and key.
+    client_files: tuple[str, str, str]
+
+    @classmethod
+    def make(cls, workdir: Path) -> DeviceTls:
+        import trustme  # a dev dependency, as the bench is
+
+        pki = workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        devices_ca, platform_ca = trustme.CA(), trustme.CA()
+        files = {name: str(pki / name) for name in ("ca", "sim", "sim-key", "pca", "wc", "wk")}
+        devices_ca.cert_pem.write_to_path(files["ca"])
+        platform_ca.cert_pem.write_to_path(files["pca"])
+        sim = devices_ca.issue_cert(HOST, common_name="bench-devices")
+        sim.private_key_and_cert_chain_pem.write_to_path(files["sim"])
+        sim.private_key_pem.write_to_path(files["sim-key"])
+        worker = platform_ca.issue_cert("bench-platform.test", common_name="bench-platform")
+        worker.private_key_and_cert_chain_pem.write_to_path(files["wc"])
+        worker.private_key_pem.write_to_path(files["wk"])
+        return cls(
+            env={
+                # An inventory of its own: the plain run's devices (tagged alike, at http
+                # addresses) must not be targeted while the simulator provisions these.
+                "FLEET_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'inventory-tls.db'}",
+                "FLEET_DEVICE_CA_FILE": files["ca"],
+                "FLEET_DEVICE_CLIENT_CERT_FILE": files["wc"],
+                "FLEET_DEVICE_CLIENT_KEY_FILE": files["wk"],
+            },
+            sim_args=[
+                *("--tls-cert", files["sim"], "--tls-key", files["sim-key"]),
+                *("--tls-client-ca", files["pca"]),
+            ],
+            client_files=(files["ca"], files["wc"], files["wk"]),
+        )
+
+
+async def measure_stack(
+    args: argparse.Namespace, ctx: Run, tls: DeviceTls | None = None
+) -> StackResult:
     fan_out = {"FLEET_JOB_WINDOW": args.window, "FLEET_JOB_START_BATCH": args.batch}
     stack: Stack | None = None
     try:
@@ -146,12 +195,20 @@ async def measure_stack(args: argparse.Namespace, ctx: Run) -> StackResult:
             devices=args.devices,
             workers=args.workers,
             api_env={k: str(v) for k, v in fan_out.items() if v is not None},
+            sim_args=tls.sim_args if tls else (),
+            env_extra=tls.env if tls else None,
+            sim_scheme="https" if tls else "http",
         )
         check_running([ctx.server, stack.api, *stack.workers])
         cpu = CpuMeter.of_stack(ctx.server, stack)
         alive = [*stack.children, ctx.server]
-        async with api_client(stack.api_url, ctx.settings.bootstrap_admin_key) as http:
-            return await _run_job(args, http, ctx.client, stack.sim_url, alive, cpu)
+        # The simulator's control API is behind the same mutual TLS: the platform's certificate.
+        verify = client_context(*tls.client_files) if tls else True
+        async with (
+            api_client(stack.api_url, ctx.settings.bootstrap_admin_key) as http,
+            httpx.AsyncClient(base_url=stack.sim_url, timeout=30, verify=verify) as sim,
+        ):
+            return await _run_job(args, http, ctx.client, sim, alive, cpu)
     finally:
         # (b) measures the server alone: the stack's processes go first (on a failure, every
         # process left is stopped by the run).
@@ -163,7 +220,7 @@ async def _run_job(
     args: argparse.Namespace,
     http: httpx.AsyncClient,
     client: Client,
-    sim_url: str,
+    sim: httpx.AsyncClient,
     alive: list[Child],
     cpu: CpuMeter,
 ) -> StackResult:
@@ -185,8 +242,7 @@ async def _run_job(
     observed_at = time.time()
     cpu.stop()
 
-    async with httpx.AsyncClient(base_url=sim_url, timeout=30) as sim:
-        stats = (await sim.get("/sim/stats")).json()
+    stats = (await sim.get("/sim/stats")).json()
     summary = job["report"]["summary"]
     execution = job["report"]["execution"]
     started_at, finished_at = (
@@ -294,15 +350,24 @@ async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
 # --- the run -------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> tuple[StackResult, CeilingResult | None]:
+Results = tuple[StackResult, CeilingResult | None, StackResult | None]
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> Results:
     async with running_server(args, workdir, STACK_QUEUE) as ctx:
         stack = await measure_stack(args, ctx)
         print_stack(stack)
+        tls = None
+        if args.tls:
+            # The same devices again, provisioned at https addresses, on the same dev server.
+            tls = await measure_stack(args, ctx, DeviceTls.make(workdir))
+            print("(a) over TLS:")
+            print_stack(tls)
         ceiling = None
         if not args.skip_ceiling:
             ceiling = await measure_ceiling(args, ctx)
             print_ceiling(ceiling)
-        return stack, ceiling
+        return stack, ceiling, tls
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -326,7 +391,10 @@ def print_ceiling(result: CeilingResult) -> None:
 
 
 def print_table(
-    args: argparse.Namespace, stack: StackResult, ceiling: CeilingResult | None
+    args: argparse.Namespace,
+    stack: StackResult,
+    ceiling: CeilingResult | None,
+    tls: StackResult | None = None,
 ) -> None:
     window = args.window if args.window is not None else Settings().job_window
     batch = args.batch if args.batch is not None else Settings().job_start_batch
@@ -353,6 +421,15 @@ def print_table(
         ("(a) GET polls: failed, mean / max s", _polls_line(stack)),
         ("(a) CPU", stack.cpu.line()),
     ]
+    if tls is not None:
+        tls_rate = tls.devices / tls.seconds
+        rows += [
+            ("(a) TLS devices/s", f"{tls_rate:.1f}"),
+            ("(a) TLS POST -> FINISHED seen", f"{tls.seconds:.2f} s"),
+            ("(a) TLS job summary", f"{tls.status}, {tls.successful} successful of {tls.total}"),
+            ("(a) TLS CPU", tls.cpu.line()),
+            ("TLS / plain devices/s", f"{tls_rate / a_rate:.2f}"),
+        ]
     if ceiling is not None:
         b_rate = ceiling.workflows / ceiling.seconds
         rows += [
@@ -375,8 +452,13 @@ def print_table(
             )
 
 
-def check(args: argparse.Namespace, stack: StackResult, ceiling: CeilingResult | None) -> list[str]:
-    problems = []
+def check(
+    args: argparse.Namespace,
+    stack: StackResult,
+    ceiling: CeilingResult | None,
+    tls: StackResult | None = None,
+) -> list[str]:
+    problems = [] if tls is None else [f"TLS: {p}" for p in check(args, tls, None)]
     if stack.status != "FINISHED":
         problems.append(f"the job ended {stack.status}")
     if stack.total != args.devices or stack.successful != args.devices:
@@ -401,6 +483,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, help="FLEET_JOB_WINDOW for the API")
     parser.add_argument("--batch", type=int, help="FLEET_JOB_START_BATCH for the API")
     parser.add_argument("--skip-ceiling", action="store_true", help="measure (a) only")
+    parser.add_argument(
+        "--tls", action="store_true", help="measure (a) again with the devices over HTTPS"
+    )
     add_run_options(parser, 600.0, "seconds each measurement may take")
     args = parser.parse_args(argv)
     if args.devices < 1 or args.workers < 1:
@@ -413,7 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def report(args: argparse.Namespace, result: tuple[StackResult, CeilingResult | None]) -> list[str]:
+def report(args: argparse.Namespace, result: Results) -> list[str]:
     print_table(args, *result)
     return check(args, *result)
 

@@ -156,6 +156,8 @@ async def start_stack(
     workers: int,
     api_env: Mapping[str, str] | None = None,
     sim_args: Sequence[str] = (),
+    env_extra: Mapping[str, str] | None = None,
+    sim_scheme: str = "http",
 ) -> Stack:
     """The API, ``workers`` workers and the simulator, configured by ``settings`` (the task
     queue, the inventory, the admin key); returns once the simulator has provisioned ``devices``
@@ -168,13 +170,13 @@ async def start_stack(
         bootstrap_admin_key=settings.bootstrap_admin_key,
         api_host=HOST,
     )
+    env.update(env_extra or {})  # e.g. the device TLS settings of ``bench.fanout --tls``
     py = sys.executable
 
     async def spawn_api(port: int) -> Child:
         return await processes.start(
             "api",
-            [py, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", HOST,
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            [py, "-m", "api", "--log-level", "warning", "--no-access-log"],
             {**env, **(api_env or {}), "FLEET_API_PORT": str(port)},
         )  # fmt: skip
 
@@ -207,7 +209,7 @@ async def start_stack(
             STARTUP_TIMEOUT,
             POLL_INTERVAL,
         )
-    return Stack(api, api_url, started, sim, f"http://{HOST}:{sim_port}")
+    return Stack(api, api_url, started, sim, f"{sim_scheme}://{HOST}:{sim_port}")
 
 
 def api_client(api_url: str, admin_key: str) -> httpx.AsyncClient:

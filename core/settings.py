@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,12 +14,28 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    # Temporal over TLS (any of these set, or an API key), mutual TLS with a client certificate,
+    # and Temporal Cloud's API keys (docs/deployment.md).
+    temporal_tls: bool = False
+    temporal_tls_ca_file: str = ""
+    temporal_tls_cert_file: str = ""
+    temporal_tls_key_file: str = ""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: str = ""
     task_queue: str = "fleet-operations"
 
     database_url: str = "sqlite+aiosqlite:///.data/inventory.db"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # HTTPS for north and south when both are set (docs/deployment.md).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Mutual TLS: client certificates checked against this CA; "optional" or "required".
+    tls_client_ca_file: str = ""
+    tls_client_cert: Literal["optional", "required"] = "optional"
+    # A CA whose client certificates may act for any device (docs/api.md, "Certificates").
+    tls_fleet_ca_file: str = ""
     # The first admin key. Empty: one is generated and printed at the first start.
     bootstrap_admin_key: str = ""
     max_body_bytes: int = 10 * 1024 * 1024
@@ -34,10 +51,18 @@ class Settings(BaseSettings):
 
     # Signs callback bodies (X-Signature: sha256=<HMAC>) when set.
     callback_secret: str = ""
+    # The CA that https callback receivers' certificates are checked against (system store when
+    # empty).
+    callback_ca_file: str = ""
 
     # HTTP to devices, shared by every activity of one worker.
     device_max_connections: int = 200
     device_connect_timeout_s: float = 5.0
+    # https devices: their certificates are checked against this CA (system store when empty), and
+    # the platform presents this client certificate so devices can authenticate it.
+    device_ca_file: str = ""
+    device_client_cert_file: str = ""
+    device_client_key_file: str = ""
 
     worker_max_concurrent_activities: int = 400
     worker_max_concurrent_workflow_tasks: int = 100
@@ -46,3 +71,8 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def tls_served(settings: Settings) -> bool:
+    """Whether the API serves HTTPS."""
+    return bool(settings.tls_cert_file and settings.tls_key_file)

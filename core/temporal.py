@@ -9,6 +9,7 @@ The search attributes are declared here once and registered by the same code for
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import temporalio.api.common.v1
@@ -22,6 +23,7 @@ from temporalio.converter import (
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
 )
+from temporalio.service import TLSConfig
 
 from core.settings import Settings
 from models.bounds import STORED
@@ -169,10 +171,37 @@ def operations_of_job(job_id: str) -> str:
 
 
 async def connect(settings: Settings) -> Client:
+    """The client of every process: TLS, mutual TLS and Temporal Cloud API keys through the SDK's
+    own options, as the settings say (docs/deployment.md)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter,
+        tls=_tls(settings),
+        api_key=settings.temporal_api_key or None,
+    )
+
+
+def _read(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    """Plain unless any TLS setting or an API key is set (Temporal Cloud takes keys over TLS
+    only); the system's roots verify the server when no CA file is given."""
+    wanted = (
+        settings.temporal_tls
+        or settings.temporal_tls_ca_file
+        or settings.temporal_tls_cert_file
+        or settings.temporal_api_key
+    )
+    if not wanted:
+        return False
+    return TLSConfig(
+        server_root_ca_cert=_read(settings.temporal_tls_ca_file),
+        client_cert=_read(settings.temporal_tls_cert_file),
+        client_private_key=_read(settings.temporal_tls_key_file),
+        domain=settings.temporal_tls_server_name or None,
     )
 
 

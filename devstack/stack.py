@@ -176,9 +176,8 @@ class DevStack:
 
     @staticmethod
     def api_command() -> list[str]:
-        command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory"]
-        command += ["--host", HOST, "--port", str(API_PORT)]
-        return command
+        # Host and port reach it as settings (FLEET_API_HOST/PORT, set by spawn()).
+        return [sys.executable, "-m", "api"]
 
     def simulator_command(self) -> list[str]:
         command = [sys.executable, "-m", "simulator", "--devices", str(self.options.devices)]
@@ -191,6 +190,8 @@ class DevStack:
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "FLEET_TEMPORAL_ADDRESS": TEMPORAL_ADDRESS,
+            "FLEET_API_HOST": HOST,
+            "FLEET_API_PORT": str(API_PORT),
             **env,
         }
         child = await self.supervisor.start(name, args, child_env)

@@ -54,6 +54,21 @@ class ApiKeyRow(Base):
     __table_args__ = (Index("ix_api_keys_device", "device_id"),)
 
 
+class CertificateRow(Base):
+    """A client certificate bound to a north key: a service calls north with it alone, with the
+    key's identity and role (docs/api.md, "Certificates"). Removed with its key."""
+
+    __tablename__ = "api_key_certificates"
+
+    # SHA-256 of the certificate's DER form, hex: one certificate stands for one key at most.
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_api_key_certificates_key", "key_id"),)
+
+
 class OperationTypeRow(Base):
     """A custom operation type (SPEC 3.4); the built-in catalog lives in code."""
 

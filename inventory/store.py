@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from inventory import keys
-from inventory.schema import ApiKeyRow, Base, DeviceRow, TagRow
+from inventory.schema import ApiKeyRow, Base, CertificateRow, DeviceRow, TagRow
+from models.certificates import BoundCertificate
 from models.devices import ApiKey, Device, DeviceIn, DeviceUpdate, NewApiKey, ProvisionedDevice
 from models.enums import Role
 
@@ -257,6 +258,7 @@ class Inventory:
 
     async def delete_key(self, key_id: str) -> bool:
         async with self.session() as session:
+            await session.execute(delete(CertificateRow).where(CertificateRow.key_id == key_id))
             result = await session.execute(
                 delete(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.device_id.is_(None))
             )
@@ -273,3 +275,65 @@ class Inventory:
             return None
         assert row is not None
         return _api_key(row)
+
+    # --- client certificates bound to north keys ---
+
+    async def bind_certificate(
+        self, key_id: str, fingerprint: str, subject: str
+    ) -> BoundCertificate | None:
+        """Bind a certificate to a north key (None: no such north key). A certificate bound to
+        another key before is bound to this one now: one certificate, one identity."""
+        async with self.session() as session:
+            key = await session.get(ApiKeyRow, key_id)
+            if key is None or key.device_id is not None:
+                return None
+            row = await session.get(CertificateRow, fingerprint)
+            if row is None:
+                row = CertificateRow(fingerprint=fingerprint, created_at=datetime.now(UTC))
+                session.add(row)
+            row.key_id, row.subject = key_id, subject
+            await session.commit()
+            return _bound(row)
+
+    async def certificates_of(self, key_id: str) -> list[BoundCertificate]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(CertificateRow)
+                .where(CertificateRow.key_id == key_id)
+                .order_by(CertificateRow.created_at)
+            )
+            return [_bound(r) for r in rows]
+
+    async def unbind_certificate(self, key_id: str, fingerprint: str) -> bool:
+        async with self.session() as session:
+            result = await session.execute(
+                delete(CertificateRow).where(
+                    CertificateRow.key_id == key_id, CertificateRow.fingerprint == fingerprint
+                )
+            )
+            await session.commit()
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def key_of_certificate(self, fingerprint: str) -> ApiKey | None:
+        """The north key a (verified) client certificate is bound to, if any."""
+        async with self.session() as session:
+            row = await session.scalar(
+                select(ApiKeyRow)
+                .join(CertificateRow, CertificateRow.key_id == ApiKeyRow.id)
+                .where(CertificateRow.fingerprint == fingerprint)
+            )
+            return _api_key(row) if row else None
+
+    async def has_device(self, device_id: str) -> bool:
+        async with self.session() as session:
+            found = await session.scalar(select(DeviceRow.id).where(DeviceRow.id == device_id))
+            return found is not None
+
+
+def _bound(row: CertificateRow) -> BoundCertificate:
+    return BoundCertificate(
+        key_id=row.key_id,
+        fingerprint=row.fingerprint,
+        subject=row.subject,
+        created_at=row.created_at,
+    )

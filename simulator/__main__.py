@@ -1,4 +1,9 @@
-"""Run a simulated fleet: ``python -m simulator --devices 1000 [--provision --api-key K]``."""
+"""Run a simulated fleet: ``python -m simulator --devices 1000 [--provision --api-key K]``.
+
+Over TLS (SPEC 4.1: port 11235): ``--port 11235 --tls-cert C --tls-key K`` serves the devices
+(and the control API) over HTTPS, and ``--tls-client-ca CA`` requires the platform's certificate.
+``--platform-ca``/``--client-cert``/``--client-key``: the devices verify an https platform and
+present a client certificate (a fleet certificate: then they need no south key)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import httpx
 import uvicorn
 
+from core.tls import client_context, server_context
 from simulator.app import create_app
 from simulator.fleet import Behaviour, Fleet, Mode, device_name
 
@@ -27,6 +33,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="the address the platform reaches the devices at (default http://HOST:PORT)",
     )
+    parser.add_argument(
+        "--tls-cert", default="", help="serve the devices over HTTPS with this certificate (PEM)"
+    )
+    parser.add_argument("--tls-key", default="", help="the key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        default="",
+        help="with --tls-cert: require the platform's client certificate, signed by this CA",
+    )
+    parser.add_argument("--platform-ca", default="", help="verify an https platform with this CA")
+    parser.add_argument(
+        "--client-cert", default="", help="the client certificate the devices present (PEM)"
+    )
+    parser.add_argument("--client-key", default="", help="the key of --client-cert")
     parser.add_argument("--tag", action="append", default=[], help="tag every device (repeatable)")
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SYNC.value)
     parser.add_argument("--slow-ms", type=int, default=0, help="answer after this many ms")
@@ -49,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_fleet(args: argparse.Namespace) -> Fleet:
     fleet = Fleet.numbered(args.devices, args.prefix)
     fleet.platform_url = args.api
+    if args.platform_ca or args.client_cert:
+        fleet.platform_tls = client_context(args.platform_ca, args.client_cert, args.client_key)
     fleet.default = Behaviour(mode=Mode(args.mode), delay_ms=args.slow_ms)
     for every, change in (
         (args.error_every, {"result_code": args.error_code}),
@@ -65,7 +87,10 @@ async def provision(fleet: Fleet, api_key: str, address: str, tags: list[str]) -
     keys. A device provisioned before is provisioned again, since its key was shown only once."""
     ids = sorted(fleet.device_ids)
     async with httpx.AsyncClient(
-        base_url=fleet.platform_url, headers={"X-ApiKey": api_key}, timeout=120
+        base_url=fleet.platform_url,
+        headers={"X-ApiKey": api_key},
+        timeout=120,
+        verify=fleet.platform_tls or True,
     ) as http:
         for i in range(0, len(ids), 5000):
             body = [
@@ -97,8 +122,20 @@ async def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     fleet = build_fleet(args)
+    tls = (
+        server_context(args.tls_cert, args.tls_key, [args.tls_client_ca], "required")
+        if args.tls_cert
+        else None
+    )
     config = uvicorn.Config(
-        create_app(fleet), host=args.host, port=args.port, log_level="warning", access_log=False
+        create_app(fleet),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        # Platform connections kept alive (TLS ones too) do not hold a shutdown for long.
+        timeout_graceful_shutdown=5,
+        ssl_context_factory=(lambda _config, _default: tls) if tls else None,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -107,7 +144,8 @@ async def main(argv: list[str] | None = None) -> None:
             await serving  # raises why the server could not start
             return
         await asyncio.sleep(0.05)
-    address = args.advertise_address or f"http://{args.host}:{args.port}"
+    scheme = "https" if tls else "http"
+    address = args.advertise_address or f"{scheme}://{args.host}:{args.port}"
     log.info("simulating %d devices at %s", args.devices, address)
     try:
         if args.provision:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class Fleet:
     answers_sent: int = 0
     # Each device's variables: SET_DEVICE_PARAMETERS writes them, GET_DEVICE_PARAMETERS reads them.
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How the devices reach an https platform: its CA, and the client certificate they present
+    # (a fleet certificate, or none). A device without a key authenticates by that certificate.
+    platform_tls: ssl.SSLContext | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _platform: httpx.AsyncClient | None = None
 
@@ -188,9 +192,7 @@ class Fleet:
         """POST a partial (no result code) or final answer to the platform's south API."""
         url = f"/south/v80/devices/{delivery.device_id}/operation/response"
         body = response_body(delivery, result_code, steps)
-        answer = await self.platform.post(
-            url, json=body, headers={"X-ApiKey": self.keys.get(delivery.device_id, "")}
-        )
+        answer = await self.platform.post(url, json=body, headers=self._auth(delivery.device_id))
         self.answers_sent += 1
         if answer.status_code != 200:
             log.info("platform answered %s to %s: %s", answer.status_code, url, answer.text)
@@ -207,7 +209,7 @@ class Fleet:
         """Ask the platform for pending work once, and take every request handed out."""
         answer = await self.platform.get(
             f"/south/v80/devices/{device_id}/operation/pending",
-            headers={"X-ApiKey": self.keys.get(device_id, "")},
+            headers=self._auth(device_id),
         )
         answer.raise_for_status()
         requests = [entry["operation"]["request"] for entry in answer.json()["operations"]]
@@ -225,10 +227,16 @@ class Fleet:
 
     # --- plumbing ---
 
+    def _auth(self, device_id: str) -> dict[str, str]:
+        key = self.keys.get(device_id)
+        return {"X-ApiKey": key} if key else {}
+
     @property
     def platform(self) -> httpx.AsyncClient:
         if self._platform is None:
-            self._platform = httpx.AsyncClient(base_url=self.platform_url, timeout=30)
+            self._platform = httpx.AsyncClient(
+                base_url=self.platform_url, timeout=30, verify=self.platform_tls or True
+            )
         return self._platform
 
     def _spawn(self, coroutine: Any) -> None:

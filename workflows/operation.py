@@ -239,6 +239,7 @@ class OperationWorkflow:
             self._merge_steps(delivered.response.steps)
 
         if self._final is None:
+            self._op.description = None  # no longer waiting for the connection
             self._set_status(OperationStatus.STARTED)
             timeout = timedelta(milliseconds=params.timeout)
             if not await self._wait(lambda: self._final is not None, timeout, "operation timeout"):
@@ -262,6 +263,9 @@ class OperationWorkflow:
             if sent.delivery is not Delivery.UNREACHABLE or self._final is not None:
                 return sent
             if self._op.status != OperationStatus.WAITING_FOR_CONNECTION:
+                # Why it waits (no address, refused, a certificate that does not verify), shown
+                # with the status; memo content only, so running histories replay unchanged.
+                self._op.description = f"waiting for the device to connect: {sent.detail}"
                 self._set_status(OperationStatus.WAITING_FOR_CONNECTION)
             remaining = deadline - workflow.now()
             if remaining <= timedelta(0):
