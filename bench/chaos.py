@@ -70,16 +70,16 @@ from bench.harness import (
     add_run_options,
     api_client,
     create_job,
-    fleet_env,
     poll_until_closed,
     run_bench,
     running_server,
+    stack_env,
     start_stack,
 )
 from core.settings import Settings
 from core.temporal import connect
 from devstack import dev_server
-from devstack.processes import HOST, Child, NotYet, Supervisor, eventually
+from devstack.processes import Child, NotYet, Supervisor, eventually
 
 WORKER = "worker"
 SERVER = "server"
@@ -252,14 +252,7 @@ async def kill(processes: Supervisor, child: Child) -> float:
 
 async def restart_worker(ctx: Run) -> Child:
     """A new worker process, configured as ``bench.harness.start_stack`` configures the first."""
-    settings = ctx.settings
-    env = fleet_env(
-        temporal_address=settings.temporal_address,
-        task_queue=settings.task_queue,
-        database_url=settings.database_url,
-        bootstrap_admin_key=settings.bootstrap_admin_key,
-        api_host=HOST,
-    )
+    env = stack_env(ctx.settings)
     return await ctx.processes.start("worker-restarted", [sys.executable, "-m", "worker"], env)
 
 

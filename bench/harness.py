@@ -149,6 +149,17 @@ class Stack:
         return [self.api, *self.workers, self.sim]
 
 
+def stack_env(settings: Settings) -> dict[str, str]:
+    """The ``FLEET_*`` environment the stack's processes of a run share."""
+    return fleet_env(
+        temporal_address=settings.temporal_address,
+        task_queue=settings.task_queue,
+        database_url=settings.database_url,
+        bootstrap_admin_key=settings.bootstrap_admin_key,
+        api_host=HOST,
+    )
+
+
 async def start_stack(
     ctx: Run,
     *,
@@ -163,13 +174,7 @@ async def start_stack(
     queue, the inventory, the admin key); returns once the simulator has provisioned ``devices``
     devices tagged ``TAG``."""
     processes, settings = ctx.processes, ctx.settings
-    env = fleet_env(
-        temporal_address=settings.temporal_address,
-        task_queue=settings.task_queue,
-        database_url=settings.database_url,
-        bootstrap_admin_key=settings.bootstrap_admin_key,
-        api_host=HOST,
-    )
+    env = stack_env(settings)
     env.update(env_extra or {})  # e.g. the device TLS settings of ``bench.fanout --tls``
     py = sys.executable
 

@@ -79,16 +79,22 @@ async def start_dev_server(extra_args: list[str] | None = None) -> WorkflowEnvir
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app on a free 127.0.0.1 port; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
     )
+    async with serve_config(config, "http") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_config(config: uvicorn.Config, scheme: str) -> AsyncIterator[str]:
+    """Serve a uvicorn config (port 0); yields its base URL."""
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -97,7 +103,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
         await asyncio.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task

@@ -26,13 +26,12 @@ from core.tls import fingerprint, pem_to_der, server_context
 from inventory.keys import new_key
 from simulator.app import create_app as create_simulator
 from simulator.fleet import Behaviour, Fleet, Mode
-from tests.stack import eventually, serve
+from tests.stack import eventually, serve, serve_config
 from tests.tls_support import (
     Authority,
     Issued,
     client_tls,
     grpc_server_context,
-    serve_config,
     tls_config,
     tls_proxy,
 )

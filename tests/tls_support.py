@@ -59,24 +59,6 @@ def client_tls(ca: Authority, cert: Issued | None = None) -> ssl.SSLContext:
     return client_context(ca.cert, cert.cert if cert else "", cert.key if cert else "")
 
 
-@contextlib.asynccontextmanager
-async def serve_config(config: uvicorn.Config, scheme: str) -> AsyncIterator[str]:
-    """Serve a uvicorn config (port 0); yields its base URL."""
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError("server did not start")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"{scheme}://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 def tls_config(app: Any, context: ssl.SSLContext) -> uvicorn.Config:
     """A device-side TLS server (the simulator's way, ``python -m simulator --tls-cert``)."""
     return uvicorn.Config(
