@@ -8,7 +8,7 @@ every value goes into the query as an escaped literal: user input never becomes 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -74,6 +74,23 @@ def rfc3339(value: str) -> str:
     )
 
 
+def _children(key: str, value: Any, path: str) -> list[tuple[Any, str]]:
+    """The nodes of an ``and``/``or`` list, each with its path."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"'{key}' takes a non-empty list", context=[(path, key)])
+    return [(child, f"{path}.{key}[{i}]") for i, child in enumerate(value)]
+
+
+def _field(key: str, value: Any, path: str, fields: Mapping[str, str]) -> tuple[str, Any]:
+    """The one field of an operator node and its operand."""
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ApiError(400, f"'{key}' takes one field", context=[(path, key)])
+    ((name, operand),) = value.items()
+    if name not in fields:
+        raise ApiError(400, f"Unknown filter field '{name}'", context=[(f"{path}.{key}", name)])
+    return name, operand
+
+
 @dataclass
 class _Translation:
     fields: dict[str, str]
@@ -92,19 +109,11 @@ class _Translation:
         """One filter node as a visibility query clause."""
         key, value = _checked_node(node, path, depth, self)
         if key in ("and", "or"):
-            if not isinstance(value, list) or not value:
-                raise ApiError(400, f"'{key}' takes a non-empty list", context=[(path, key)])
-            parts = [
-                self.node(child, f"{path}.{key}[{i}]", depth + 1) for i, child in enumerate(value)
-            ]
+            parts = [self.node(c, at, depth + 1) for c, at in _children(key, value, path)]
             return "(" + f" {key.upper()} ".join(parts) + ")"
         if key not in _OPERATORS:
             raise ApiError(400, f"Unknown filter operator '{key}'", context=[(path, key)])
-        if not isinstance(value, dict) or len(value) != 1:
-            raise ApiError(400, f"'{key}' takes one field", context=[(path, key)])
-        ((name, operand),) = value.items()
-        if name not in self.fields:
-            raise ApiError(400, f"Unknown filter field '{name}'", context=[(f"{path}.{key}", name)])
+        name, operand = _field(key, value, path, self.fields)
         attribute = self.fields[name]
         where = f"{path}.{key}.{name}"
         if key == "in":
@@ -171,20 +180,12 @@ class _Predicates:
     def node(self, node: Any, path: str, depth: int) -> Predicate:
         key, value = _checked_node(node, path, depth, self.counter)
         if key in ("and", "or"):
-            if not isinstance(value, list) or not value:
-                raise ApiError(400, f"'{key}' takes a non-empty list", context=[(path, key)])
-            parts = [
-                self.node(child, f"{path}.{key}[{i}]", depth + 1) for i, child in enumerate(value)
-            ]
+            parts = [self.node(c, at, depth + 1) for c, at in _children(key, value, path)]
             combine = all if key == "and" else any
             return lambda record: combine(part(record) for part in parts)
         if key not in (*_COMPARE, "in", "like"):
             raise ApiError(400, f"Unknown filter operator '{key}'", context=[(path, key)])
-        if not isinstance(value, dict) or len(value) != 1:
-            raise ApiError(400, f"'{key}' takes one field", context=[(path, key)])
-        ((name, operand),) = value.items()
-        if name not in self.fields:
-            raise ApiError(400, f"Unknown filter field '{name}'", context=[(f"{path}.{key}", name)])
+        name, operand = _field(key, value, path, self.fields)
         return self.leaf(key, name, operand, f"{path}.{key}.{name}")
 
     def leaf(self, key: str, name: str, operand: Any, where: str) -> Predicate:
