@@ -23,6 +23,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api.errors import ApiError
+from models.bounds import text_problem
 
 # Containers of a whole body nested at most this deep; free JSON inside a body (job parameters, a
 # parameter schema) has its own, smaller bound in the models.
@@ -33,7 +34,6 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 # Only an escape can put a surrogate or a NUL in a parsed string: the text itself is strict UTF-8
 # (no surrogates), and the parser refuses raw control characters in strings.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def nesting_depth(raw: bytes) -> int:
@@ -57,22 +57,12 @@ def _finite(text: str) -> float:
     return value
 
 
-def bad_text(value: str) -> str | None:
-    """Why ``value`` is not valid text, or None."""
-    found = _BAD_TEXT.search(value)
-    if found is None:
-        return None
-    if found.group() == "\x00":
-        return "must not contain NUL characters"
-    return "must be valid Unicode (a lone surrogate is not)"
-
-
 def _check_strings(value: Any) -> None:
     pending: list[tuple[Any, str]] = [(value, "")]
     while pending:
         node, path = pending.pop()
         if isinstance(node, str):
-            why = bad_text(node)
+            why = text_problem(node)
             if why:
                 field = path or "body"
                 raise ApiError(400, f"Invalid text at {field}: {why}", context=[(field, why)])
@@ -129,7 +119,7 @@ def check_parameters(request: Request, query_names: frozenset[str]) -> None:
     that is not); parameters the route does not take are never read, so not checked."""
     query = [(k, v) for k, v in request.query_params.multi_items() if k in query_names]
     for name, value in [*query, *request.path_params.items()]:
-        why = bad_text(value) if isinstance(value, str) else None
+        why = text_problem(value) if isinstance(value, str) else None
         if why:
             raise ApiError(400, f"Invalid parameter {name}: {why}", context=[(name, why)])
 

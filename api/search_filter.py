@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field
 
 from api.errors import ApiError
 from api.pages import DEFAULT_PAGE_SIZE, MAX_PAGE, MAX_PAGE_SIZE, PageRequest
-from api.request_checks import bad_text
 from core.patterns import PatternError, check_pattern, pattern_search
 from core.temporal import (
     ENTITY_ID,
@@ -32,6 +31,7 @@ from core.temporal import (
     literal,
     operation_workflow_id,
 )
+from models.bounds import text_problem
 
 _OPERATORS = {"eq": "=", "neq": "!=", "gt": ">", "lt": "<", "in": "IN"}
 _DATES = {"createdDate": "StartTime", "startedDate": "StartTime", "finishedDate": "CloseTime"}
@@ -91,6 +91,18 @@ def _field(key: str, value: Any, path: str, fields: Mapping[str, str]) -> tuple[
     return name, operand
 
 
+def _date(name: str, value: str, path: str) -> str:
+    """A filter's date value in RFC 3339 UTC, or a 400 naming the node."""
+    try:
+        return rfc3339(value)
+    except (ValueError, OverflowError) as exc:
+        raise ApiError(
+            400,
+            f"'{name}' takes an ISO 8601 date or date-time, such as 2026-01-01T00:00:00Z",
+            context=[(path, value)],
+        ) from exc
+
+
 @dataclass
 class _Translation:
     fields: dict[str, str]
@@ -135,14 +147,7 @@ def translate(node: dict[str, Any], fields: dict[str, str], path: str = "filter"
 def _value(name: str, attribute: str, value: Any, path: str) -> str:
     value = _checked_text(name, value, path)
     if attribute in ("StartTime", "CloseTime"):
-        try:
-            value = rfc3339(value)
-        except (ValueError, OverflowError) as exc:
-            raise ApiError(
-                400,
-                f"'{name}' takes an ISO 8601 date or date-time, such as 2026-01-01T00:00:00Z",
-                context=[(path, value)],
-            ) from exc
+        value = _date(name, value, path)
     if attribute == "WorkflowId" and name == "operationId":
         value = operation_workflow_id(value)
     return literal(value)
@@ -214,14 +219,7 @@ class _Predicates:
     def operand(self, name: str, value: Any, where: str) -> str | datetime:
         text = _checked_text(name, value, where)
         if self.fields[name] == DATE:
-            try:
-                return datetime.fromisoformat(rfc3339(text))
-            except (ValueError, OverflowError) as exc:
-                raise ApiError(
-                    400,
-                    f"'{name}' takes an ISO 8601 date or date-time, such as 2026-01-01T00:00:00Z",
-                    context=[(where, text)],
-                ) from exc
+            return datetime.fromisoformat(_date(name, text, where))
         return text.casefold() if self.ignore_case else text
 
     def value(self, record: Record, name: str) -> str | datetime | None:
@@ -261,7 +259,7 @@ def _checked_node(node: Any, path: str, depth: int, counter: _Translation) -> tu
 def _checked_text(name: str, value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise ApiError(400, f"'{name}' takes a string", context=[(path, name)])
-    why = bad_text(value)
+    why = text_problem(value)
     if why:
         raise ApiError(400, f"'{name}' {why}", context=[(path, why)])
     if len(value) > MAX_VALUE_LENGTH:

@@ -11,6 +11,7 @@ workflows check their inputs explicitly (``violations``) and close what they can
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -111,14 +112,25 @@ def between(low: int | None, high: int) -> Bound:
     return Bound(check, keywords)
 
 
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not valid text, or None. Valid text is Unicode without a lone surrogate
+    (it cannot be encoded to UTF-8, so it fails later in gRPC or SQL) and without NUL."""
+    found = _BAD_TEXT.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL characters"
+    return "must be valid Unicode (a lone surrogate is not)"
+
+
 def check_text(value: str) -> None:
-    """Text is valid Unicode: no lone surrogate (it cannot be encoded to UTF-8) and no NUL."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode (a lone surrogate is not)") from exc
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    """ValueError unless ``value`` is valid text (``text_problem``)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def text(max_length: int, min_length: int = 0) -> Bound:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from models.base import StrictWireModel, UtcDatetime, WireModel
-from models.bounds import MAX_TYPE_NAME, check_text, items, text
+from models.bounds import MAX_TYPE_NAME, items, text, text_problem
 
 # Names travel in URLs, visibility queries (the OperationName search attribute) and device
 # requests: keep them plain.
@@ -27,16 +27,6 @@ MAX_STEPS = 50
 # its depth and size are bounded before anything walks it recursively.
 MAX_SCHEMA_DEPTH = 32
 MAX_SCHEMA_BYTES = 64 * 1024
-
-
-def invalid_text(value: str) -> str | None:
-    """Why ``value`` cannot be stored or sent on (a lone surrogate, which cannot be encoded as
-    UTF-8, or a NUL); None when it is fine."""
-    try:
-        check_text(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def schema_bounds_error(schema: Any) -> tuple[list[str | int], str] | None:
@@ -55,14 +45,14 @@ def schema_bounds_error(schema: Any) -> tuple[list[str | int], str] | None:
             return list(path), f"nests deeper than {MAX_SCHEMA_DEPTH} levels"
         if isinstance(node, dict):
             for key, value in node.items():
-                why = invalid_text(key) if isinstance(key, str) else "keys must be strings"
+                why = text_problem(key) if isinstance(key, str) else "keys must be strings"
                 if why is not None:
                     return list(path), f"a property name {why}"
                 stack.append((value, depth + 1, (*path, key)))
         elif isinstance(node, list):
             stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(node))
         elif isinstance(node, str):
-            why = invalid_text(node)
+            why = text_problem(node)
             if why is not None:
                 return list(path), why
         elif isinstance(node, float) and not math.isfinite(node):
