@@ -7,9 +7,11 @@ own logs under ``.data/logs/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from rich.console import Console
 from temporalio.client import Client
 
+from cli.client import FleetClient
+from cli.config import Settings as CliSettings
+from cli.errors import CliProblem
+from cli.watch import Outcome, WatchResult, verdict, watch
 from core.settings import Settings
 from core.temporal import connect
 from devstack import dev_server
@@ -33,6 +40,7 @@ from devstack.processes import (
     eventually,
 )
 from inventory.keys import key_from_secret, new_key
+from models.jobs import Job
 
 T = TypeVar("T")
 
@@ -67,7 +75,8 @@ STOP_GRACE_S = 10.0
 SIGNAL_REPEAT_S = 1.0
 POLL_S = 0.25
 JOB_POLL_S = 0.5
-CLOSED_JOB_STATUSES = frozenset({"FINISHED", "CANCELLED"})
+# The watch thread notices a stop between two reads, or when a read times out.
+WATCH_HTTP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -248,8 +257,9 @@ class DevStack:
 
     # -- the demo job -----------------------------------------------------------------------
 
-    async def demo(self, admin_key: str) -> dict[str, Any]:
-        """Create the demo job and show its progress until it closes; returns the closed job."""
+    async def demo(self, admin_key: str) -> Job:
+        """Create the demo job and show its progress with the CLI's watch view
+        (``fleetops jobs watch``) until it closes; returns the closed job."""
         async with self.api(admin_key) as api:
             answer = await api.post("/north/v80/operation/jobs", json=DEMO_JOB)
             if answer.status_code != 201:
@@ -258,36 +268,55 @@ class DevStack:
                     f"see {self.logs / 'api.log'}"
                 )
             job_id = answer.json()["id"]
-            print(f"Demo job {job_id}: REBOOT_EQUIPMENT on every device tagged {DEMO_TAG!r}")
-            progress = Progress()
-            deadline = time.monotonic() + self.options.job_timeout_s
-            try:
-                while True:
-                    self.check_children()
-                    answer = await api.get(f"/north/v80/operation/jobs/{job_id}")
-                    if answer.status_code != 200:
-                        raise StackError(
-                            f"reading the demo job: {answer.status_code} {answer.text}"
-                        )
-                    job: dict[str, Any] = answer.json()
-                    progress.show(job["report"]["summary"])
-                    if job["report"]["summary"]["status"] in CLOSED_JOB_STATUSES:
-                        return job
-                    if time.monotonic() > deadline:
-                        raise StackError(
-                            f"the demo job did not finish within {self.options.job_timeout_s:.0f}"
-                            f" s; look at it in {self.ui_url(job_id)}"
-                        )
-                    await asyncio.sleep(JOB_POLL_S)
-            finally:
-                progress.close()
+        print(f"Demo job {job_id}: REBOOT_EQUIPMENT on every device tagged {DEMO_TAG!r}")
+        result = await self.watch_job(job_id, admin_key)
+        if result.outcome is Outcome.TIMED_OUT:
+            raise StackError(
+                f"the demo job did not finish within {self.options.job_timeout_s:.0f} s; "
+                f"look at it in {self.ui_url(job_id)}"
+            )
+        print(verdict(result), flush=True)
+        return result.job
+
+    async def watch_job(self, job_id: str, admin_key: str) -> WatchResult:
+        """The CLI's watch, in a thread (it is synchronous), while this loop keeps answering
+        signals and notices a child that exits; either ends the watch through ``stop``."""
+        stop = threading.Event()
+        settings = CliSettings(url=API_URL, api_key=admin_key, timeout=WATCH_HTTP_TIMEOUT_S)
+
+        def follow() -> WatchResult:
+            with FleetClient(settings) as client:
+                return watch(
+                    client,
+                    job_id,
+                    Console(),
+                    interval_s=JOB_POLL_S,
+                    timeout_s=self.options.job_timeout_s,
+                    stop=stop,
+                )
+
+        watching = asyncio.ensure_future(asyncio.to_thread(follow))
+        exited = asyncio.ensure_future(self.watch())
+        try:
+            await asyncio.wait({watching, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                exited.result()  # a child exited: StackError
+            return watching.result()
+        except CliProblem as exc:
+            raise StackError(f"watching the demo job: {exc}") from exc
+        finally:
+            stop.set()
+            exited.cancel()
+            # The thread ends within one HTTP timeout; never leave it behind.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(watching)
 
     def ui_url(self, job_id: str) -> str:
         return f"{UI_URL}/namespaces/{self.settings.temporal_namespace}/workflows/{job_id}"
 
-    def show_ready(self, job: dict[str, Any], admin_key: str) -> None:
-        job_id = job["id"]
-        status = job["report"]["summary"]["status"]
+    def show_ready(self, job: Job, admin_key: str) -> None:
+        job_id = job.id
+        status = job.report.summary.status.value
         logs = ", ".join(str(c.log_path.relative_to(self.root)) for c in self.children.values())
         print(
             f"\nThe stack is up; the demo job is {status}.\n"
@@ -296,8 +325,10 @@ class DevStack:
             f"  Admin key    {admin_key}  (kept in .data/admin-key)\n"
             f"  Logs         {logs}\n"
             "\nTry:\n"
-            f"  curl -s -H 'X-ApiKey: {admin_key}' \\\n"
-            f"    {API_URL}/north/v80/operation/jobs/{job_id}\n"
+            f"  export FLEETOPS_URL={API_URL} FLEETOPS_API_KEY={admin_key}\n"
+            f"  fleetops jobs show {job_id}\n"
+            "  fleetops jobs create REBOOT_EQUIPMENT --tag demo --watch\n"
+            f"  curl -s -H 'X-ApiKey: {admin_key}' {API_URL}/north/v80/operation/jobs/{job_id}\n"
             "\nPress Ctrl-C to stop.",
             flush=True,
         )
@@ -341,40 +372,6 @@ async def tagged_devices(api: httpx.AsyncClient, tag: str) -> int:
     body = answer.json()
     # With size=1 the page count is the device count (an empty list still says "of": 1).
     return int(body["page"]["of"]) if body["devices"] else 0
-
-
-class Progress:
-    """The job's counters on one line, rewritten in place on a terminal."""
-
-    BAR_WIDTH = 24
-
-    def __init__(self) -> None:
-        self.tty = sys.stdout.isatty()
-        self.last = ""
-
-    def show(self, summary: dict[str, Any]) -> None:
-        total = int(summary.get("total", 0))
-        finished = summary.get("finished", {})
-        closed = int(finished.get("total", 0))
-        filled = self.BAR_WIDTH * closed // total if total else 0
-        bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
-        line = (
-            f"  [{bar}] {summary.get('status', '?'):<11} total {total}"
-            f"  successful {finished.get('successful', 0)}  error {finished.get('error', 0)}"
-            f"  cancelled {finished.get('cancelled', {}).get('total', 0)}"
-            f"  in progress {summary.get('inProgress', {}).get('total', 0)}"
-        )
-        if line == self.last:
-            return
-        self.last = line
-        if self.tty:
-            print(f"\r{line}\x1b[K", end="", flush=True)
-        else:
-            print(line, flush=True)
-
-    def close(self) -> None:
-        if self.tty and self.last:
-            print()
 
 
 def done(what: str, since: float) -> None:

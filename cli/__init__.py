@@ -1,0 +1,1 @@
+"""``fleetops``: the operators' command line, a client of the north API (docs/cli.md)."""
