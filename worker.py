@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.callbacks import CallbackActivities
 from activities.devices import DeviceActivities
 from activities.inventory import InventoryActivities
+from core.metrics import metrics_address, on_runtime, worker_runtime
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.tls import client_context
@@ -32,7 +34,8 @@ async def running_worker(
     settings: Settings, client: Client | None = None, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
     """A started worker with its HTTP client and inventory; all closed cleanly on exit."""
-    client = client or await connect(settings)
+    # With metrics on, the worker's client is on the runtime that exports them (docs/metrics.md).
+    client = await on_runtime(client or await connect(settings), worker_runtime(settings))
     inventory = Inventory.from_url(settings.database_url)
     await inventory.create_schema()
     limits = httpx.Limits(
@@ -62,6 +65,8 @@ async def running_worker(
                 callbacks.deliver,
             ],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
+            # First pushes run as local activities (workflows/operation.py): the same room.
+            max_concurrent_local_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         )
         try:
@@ -76,6 +81,11 @@ async def main() -> None:
     # One line per device request is noise at fleet scale.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = get_settings()
+    runtime = worker_runtime(settings)
+    if runtime is not None:
+        # Before any client: every client of this process connects on the exporting runtime.
+        Runtime.set_default(runtime)
+        log.info("metrics on http://%s/metrics", metrics_address(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from core import metrics
 from core.temporal import OPERATION_MEMO, operations_of_job
 from models.messages import CallbackInput
 from models.operations import Operation
@@ -49,17 +50,21 @@ class CallbackActivities:
         }
         if self._secret:
             headers["X-Signature"] = signature(self._secret, body)
+        meter = activity.metric_meter()
         try:
             answer = await self._http.post(input.url, content=body, headers=headers, timeout=10)
         except httpx.HTTPError as exc:
+            metrics.callback_delivery(meter, input.event.value, "unreachable")
             raise ApplicationError(
                 f"callback receiver unreachable: {exc!r}", type="CallbackError"
             ) from exc
         if not answer.is_success:
+            metrics.callback_delivery(meter, input.event.value, "http_error")
             # Retried with back-off by the activity's retry policy, within a bounded time.
             raise ApplicationError(
                 f"callback receiver answered {answer.status_code}", type="CallbackError"
             )
+        metrics.callback_delivery(meter, input.event.value, "delivered")
         return answer.status_code
 
     async def _result(self, job_id: str) -> dict[str, Any]:

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = 400
     worker_max_concurrent_workflow_tasks: int = 100
 
+    # Metrics (docs/metrics.md). The worker's Prometheus listener (the Temporal SDK's metrics and
+    # ours on one endpoint) is off at 0, the default: two workers on one host, or the workers the
+    # tests run in one process, would otherwise fight over one port. docker-compose sets 9464.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    # How long the API's GET /metrics reuses its visibility counts of jobs by status, so that a
+    # scrape storm costs Temporal one round of count queries per period.
+    metrics_jobs_cache_s: float = Field(default=15.0, ge=0, le=3600)
+
 
 @lru_cache
 def get_settings() -> Settings:

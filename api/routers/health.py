@@ -1,4 +1,4 @@
-"""Health probes: the only routes without an API key."""
+"""Health probes: routes without an API key (as is ``GET /metrics``, api/metrics.py)."""
 
 from __future__ import annotations
 
