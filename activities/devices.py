@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
+from collections import OrderedDict
 from datetime import timedelta
 from enum import StrEnum
 
@@ -12,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core import metrics
 from models.operations import DeviceRequest, DeviceResponse, DeviceResponseBody
 
 # How often a push waiting for its device tells Temporal it is alive (the workflow's heartbeat
@@ -20,6 +23,9 @@ HEARTBEAT_EVERY = timedelta(seconds=2)
 # A synchronous answer is a few steps of JSON: a device that sends more is not read further, so
 # no device can make a worker hold an unbounded body in memory.
 MAX_ANSWER_BYTES = 1024 * 1024
+# How long, and for how many pushes, a worker remembers its local pushes' answers (above).
+LOCAL_PUSH_MEMORY = timedelta(minutes=2)
+LOCAL_PUSH_MEMORY_BYTES = 32 * 1024 * 1024
 
 
 class SendRequestInput(BaseModel):
@@ -44,14 +50,78 @@ class SendRequestResult(BaseModel):
     detail: str | None = None
 
 
+class RecentLocalPushes:
+    """What the local pushes of this worker answered lately, by workflow run and local activity.
+
+    A local activity's result reaches Temporal only with the workflow task that ran it. When the
+    server refuses that task's completion (a signal arrived while it ran: a pause's hold, a
+    cancel, the job's hand-over), the operation replays and schedules the same local activity
+    again; without this, the device would get the request a second time. The replay runs on the
+    same worker (its sticky queue), so the answer is taken from here instead. A worker that died
+    took this with it: its pushes in flight are sent again, as they must be.
+    """
+
+    def __init__(
+        self,
+        ttl: timedelta = LOCAL_PUSH_MEMORY,
+        max_bytes: int = LOCAL_PUSH_MEMORY_BYTES,
+    ) -> None:
+        self._ttl = ttl.total_seconds()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        # key -> (expiry, size, answer), oldest first.
+        self._answers: OrderedDict[tuple[str, str], tuple[float, int, SendRequestResult]] = (
+            OrderedDict()
+        )
+
+    def get(self, key: tuple[str, str]) -> SendRequestResult | None:
+        self._expire(time.monotonic())
+        kept = self._answers.get(key)
+        return kept[2] if kept else None
+
+    def put(self, key: tuple[str, str], result: SendRequestResult) -> None:
+        # Devices choose the size of their answers (up to MAX_ANSWER_BYTES): the memory is
+        # bounded in bytes, the oldest answers forgotten first.
+        size = len(result.model_dump_json()) if result.response is not None else 64
+        self._forget(key)
+        self._answers[key] = (time.monotonic() + self._ttl, size, result)
+        self._bytes += size
+        while self._bytes > self._max_bytes and self._answers:
+            self._forget(next(iter(self._answers)))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        kept = self._answers.pop(key, None)
+        if kept is not None:
+            self._bytes -= kept[1]
+
+    def _expire(self, now: float) -> None:
+        while self._answers:
+            key, (expires, _, _) = next(iter(self._answers.items()))
+            if expires > now:
+                return
+            self._forget(key)
+
+
 class DeviceActivities:
     """Activities that reach devices; one shared HTTP client per worker."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
+        self._recent = RecentLocalPushes()
 
     @activity.defn(name="send_device_request")
     async def send_request(self, input: SendRequestInput) -> SendRequestResult:
+        info = activity.info()
+        if not info.is_local:
+            return await self._push_heartbeating(input)
+        key = (info.workflow_run_id or "", info.activity_id)
+        answered = self._recent.get(key)
+        if answered is None:
+            answered = await self._push(input)
+            self._recent.put(key, answered)
+        return answered
+
+    async def _push_heartbeating(self, input: SendRequestInput) -> SendRequestResult:
         # Heartbeats while the device takes its time: if this worker dies, Temporal retries the
         # push on another within the heartbeat timeout, not after the whole answer timeout.
         push = asyncio.ensure_future(self._push(input))
@@ -65,9 +135,28 @@ class DeviceActivities:
             push.cancel()
 
     async def _push(self, input: SendRequestInput) -> SendRequestResult:
+        meter = activity.metric_meter()
         if not input.address:
+            metrics.device_unreachable(meter, "no_address")
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail="device has no address")
-        url = f"{input.address.rstrip('/')}/v80/devices/{input.device_id}/operation/request"
+        # The push latency, by how the push went (docs/metrics.md).
+        started, delivery = time.monotonic(), "ERROR"
+        try:
+            result = await self._post(input, input.address)
+            delivery = result.delivery.value
+            return result
+        except ApplicationError:
+            delivery = "DEVICE_ERROR"
+            raise
+        except asyncio.CancelledError:
+            delivery = "CANCELLED"
+            raise
+        finally:
+            took = timedelta(seconds=time.monotonic() - started)
+            metrics.device_pushed(meter, delivery, took)
+
+    async def _post(self, input: SendRequestInput, address: str) -> SendRequestResult:
+        url = f"{address.rstrip('/')}/v80/devices/{input.device_id}/operation/request"
         try:
             async with self._http.stream(
                 "POST",
@@ -91,6 +180,9 @@ class DeviceActivities:
                 content = await _read_capped(answer)
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             activity.logger.info("device %s unreachable: %r", input.device_id, exc)
+            # A bounded label: the certificate's complaint stays in the detail.
+            reason = "tls_verify" if _unverified(exc) else type(exc).__name__
+            metrics.device_unreachable(activity.metric_meter(), reason)
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=_why(exc))
         if content is None:
             return SendRequestResult(
@@ -103,12 +195,20 @@ class DeviceActivities:
 def _why(exc: Exception) -> str:
     """Why a device could not be reached; a certificate that does not verify says so (the
     handshake failed, so the request was never sent)."""
+    unverified = _unverified(exc)
+    if unverified is not None:
+        return f"the device's TLS certificate does not verify ({unverified.verify_message})"
+    return type(exc).__name__
+
+
+def _unverified(exc: Exception) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed behind ``exc``, if one did."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"the device's TLS certificate does not verify ({cause.verify_message})"
+            return cause
         cause = cause.__cause__ or cause.__context__
-    return type(exc).__name__
+    return None
 
 
 async def _read_capped(answer: httpx.Response) -> bytes | None:

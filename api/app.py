@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import errors, openapi
+from api import errors, job_service, metrics, openapi
 from api.body_limit import BodyLimit
+from api.job_snapshots import JobSnapshots
 from api.routers import api_keys, catalog, devices, health, jobs, search, south, tasks
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -43,10 +45,12 @@ def create_app(
         app.state.inventory = inventory or Inventory.from_url(settings.database_url)
         await app.state.inventory.create_schema()
         await bootstrap_admin(app.state.inventory, settings)
-        app.state.temporal = temporal_client or await connect(settings)
+        app.state.temporal = client = temporal_client or await connect(settings)
+        app.state.job_snapshots = JobSnapshots(partial(job_service.read_job, client))
         try:
             yield
         finally:
+            await app.state.job_snapshots.close()
             if own_inventory:
                 await app.state.inventory.close()
 
@@ -61,6 +65,8 @@ def create_app(
     # The last added is the outermost: a 500 for anything unexpected, then the body limit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.ServerErrors)
+    # Outermost: counts every answer, the 413s and 500s of the two above included.
+    metrics.install(app, settings.metrics_jobs_cache_s)
 
     for module in (health, jobs, devices, api_keys, catalog, south, search, tasks):
         app.include_router(module.router)

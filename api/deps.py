@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from api.certificates import certificate_caller
 from api.errors import ApiError
+from api.job_snapshots import JobSnapshots
 from core.settings import Settings
 from inventory.store import Inventory
 from models.devices import ApiKey
@@ -29,9 +30,14 @@ def _inventory(request: Request) -> Inventory:
     return request.app.state.inventory
 
 
+def _job_snapshots(request: Request) -> JobSnapshots:
+    return request.app.state.job_snapshots
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 InventoryDep = Annotated[Inventory, Depends(_inventory)]
+JobSnapshotsDep = Annotated[JobSnapshots, Depends(_job_snapshots)]
 
 
 # The security scheme of the OpenAPI document; a missing key is our own 401 in the SPEC body.

@@ -58,8 +58,8 @@ from models.operations import Operation, OperationList
 # A 10,000-device request could fail everywhere: the body names the first failures only.
 _CONTEXT_ERRORS = 100
 _DETAILED_ERRORS = 5
-# Job ids are UUIDs, or ``<task id>-<time>`` for jobs a task's schedule started.
-MAX_JOB_ID = 200
+# Job ids are UUIDs, or ``<task id>-<time>`` for jobs a task's schedule started (at most
+# MAX_JOB_ID characters).
 JOB_IDS = Ids("Job", "jobId", re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"))
 _CLOSED = [status for status in JobStatus if status.is_closed]
 
@@ -79,7 +79,8 @@ async def accept_request(request: JobRequest, key: ApiKey, inventory: Inventory)
         )
     schema = ParameterSchema(operation_type.parameters)
     parameters, errors = schema.check(request.parameters)
-    update: dict[str, Any] = {"user": key.name, "parameters": parameters}
+    # The job's user is the key's; only a rerun names the job it reruns (``create_job``).
+    update: dict[str, Any] = {"user": key.name, "parameters": parameters, "rerun_of": None}
     target = request.target
     append = target.append if target else None
     if target and append and append.entities_with_parameters:
@@ -176,10 +177,18 @@ async def start_job(
 
 
 async def create_job(
-    client: Client, settings: Settings, inventory: Inventory, key: ApiKey, request: JobRequest
+    client: Client,
+    settings: Settings,
+    inventory: Inventory,
+    key: ApiKey,
+    request: JobRequest,
+    rerun_of: str | None = None,
 ) -> Job:
-    """Accept a request and start its job now: the job as it starts."""
+    """Accept a request and start its job now: the job as it starts. A rerun names the job it
+    reruns (``rerun_of``: the request's ``rerunOf``)."""
     accepted = await accept_request(request, key, inventory)
+    if rerun_of is not None:
+        accepted = accepted.model_copy(update={"rerun_of": rerun_of})
     input = job_input(accepted, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
     await start_job(client, settings, input, await ui_summary(accepted, inventory))
     return input.view(JobState(status=initial_status(input)))
@@ -189,6 +198,7 @@ async def ui_summary(request: JobRequest, inventory: Inventory) -> str:
     """The job as an SRE reads it in the Temporal UI: ``REBOOT_EQUIPMENT on tag line-7 (1,240
     devices)``; the count is the inventory's when the job is created."""
     selection = request.target.append if request.target else None
+    rerun = f", rerun of job {request.rerun_of}" if request.rerun_of else ""
     if selection is None:
         return f"{request.name} (no target yet)"
     if selection.tags:
@@ -197,7 +207,7 @@ async def ui_summary(request: JobRequest, inventory: Inventory) -> str:
         kind = "tag" if len(selection.tags) == 1 else "tags"
         return f"{request.name} on {kind} {tags} ({count:,} devices)"
     count = len(selection.unique_listed()[0])
-    return f"{request.name} on {count:,} listed device{'s' if count != 1 else ''}"
+    return f"{request.name} on {count:,} listed device{'s' if count != 1 else ''}{rerun}"
 
 
 # --- reading ---
@@ -323,3 +333,10 @@ async def update_job(client: Client, job_id: str, patch: JobPatch) -> Job:
 async def cancel_job(client: Client, job_id: str) -> Job:
     await read_job(client, job_id)  # 404 for an unknown job
     return await change_job(client, job_id, JobChange(cancel=True))
+
+
+async def start_next_group(client: Client, job_id: str) -> Job:
+    """(beyond OpenGate) Release the next group of a staged rollout (workflows/groups.py); a job
+    without groups, or whose groups have all started, is a 400 saying so."""
+    await read_job(client, job_id)  # 404 for an unknown job
+    return await change_job(client, job_id, JobChange(next_group=True))

@@ -84,6 +84,9 @@ class OperationSignal:
     DEVICE_RESPONSE = "device_response"
     STOP = "stop"
     HOLD = "hold"
+    # From a job run about to continue-as-new: its successor cannot see this operation's
+    # completion, so the operation reports its close by signal from now on.
+    REPORT_BY_SIGNAL = "report_by_signal"
 
 
 # Updates: a job's PUT/DELETE, and a sleepy device's poll handing out an operation.

@@ -11,11 +11,13 @@ from models.bounds import DAY_MS, between
 from models.devices import Device
 from models.enums import CancelReason, JobEvent, JobStatus, OperationStatus, ResultCode
 from models.jobs import (
+    GroupReport,
     Job,
     JobExecution,
     JobReport,
     JobRequest,
     OperationParameters,
+    RolloutGroup,
     TargetReport,
 )
 from models.summary import Bucket, JobSummary, OperationCounts
@@ -53,6 +55,20 @@ class CallbackInput(BaseModel):
     job_id: str | None = None
 
 
+class GroupState(BaseModel):
+    """One group of a staged rollout, as the job carries it."""
+
+    size: int
+    started: int = 0
+    successful: int = 0
+    failed: int = 0
+    closed: int = 0
+    # Started by hand (``groups/next``) whatever the previous group's outcome.
+    released: bool = False
+    # The error threshold was passed, and the job paused for it (once).
+    tripped: bool = False
+
+
 class JobState(BaseModel):
     """Everything a job carries from one run to the next when it continues-as-new."""
 
@@ -74,6 +90,18 @@ class JobState(BaseModel):
     # maxPerMinute pacing: operations started in the current one-minute window.
     pace_window_start: datetime | None = None
     pace_started: int = 0
+    # rollout.rate (workflows/policies.py): operations started under the rate, the credit of
+    # starts earned (integer units: one start costs ``START_COST``), and when it was last taken.
+    rate_started: int = 0
+    rate_credit: int = 0
+    rate_at: datetime | None = None
+    # rollout.groups (workflows/groups.py): each group's size and outcomes, the operations
+    # started so far (their positions in target order), the group of each open operation, and
+    # why the job paused itself (a group past its error threshold, or short of its success one).
+    groups: list[GroupState] = []
+    started: int = 0
+    group_of: dict[str, int] = {}
+    paused_reason: str | None = None
     callbacks_sent: list[JobEvent] = []
     # Callbacks not delivered yet, oldest first: delivered one at a time, so receivers get the
     # events in order, and carried over a continue-as-new.
@@ -96,7 +124,12 @@ class JobInput(BaseModel):
     state: JobState | None = None
 
     def view(self, state: JobState) -> Job:
-        return Job(id=self.job_id, task_id=self.task_id, request=self.request, report=report(state))
+        return Job(
+            id=self.job_id,
+            task_id=self.task_id,
+            request=self.request,
+            report=report(state, self.request),
+        )
 
 
 # Memo keys of a job workflow: the request as accepted, the task that created the job, and the
@@ -111,16 +144,42 @@ def job_memo(input: JobInput, state: JobState) -> dict[str, Any]:
     return {
         JOB_REQUEST_MEMO: input.request,
         JOB_TASK_MEMO: input.task_id,
-        JOB_REPORT_MEMO: report(state),
+        JOB_REPORT_MEMO: report(state, input.request),
     }
 
 
-def report(state: JobState) -> JobReport:
+def report(state: JobState, request: JobRequest | None = None) -> JobReport:
+    groups = request.rollout.groups if request and request.rollout else None
     return JobReport(
         execution=state.execution,
         target=state.target_report,
         summary=JobSummary.build(state.status, state.counts),
+        groups=group_reports(state, groups) if groups and state.groups else None,
+        paused_reason=state.paused_reason,
     )
+
+
+def group_reports(state: JobState, groups: list[RolloutGroup]) -> list[GroupReport]:
+    reports = []
+    for config, group in zip(groups, state.groups, strict=False):
+        if group.closed >= group.size:
+            status = "DONE"
+        elif group.started:
+            status = "IN_PROGRESS"
+        else:
+            status = "WAITING"
+        reports.append(
+            GroupReport(
+                name=config.name,
+                total=group.size,
+                started=group.started,
+                successful=group.successful,
+                failed=group.failed,
+                closed=group.closed,
+                status=status,
+            )
+        )
+    return reports
 
 
 class JobChange(BaseModel):
@@ -128,6 +187,8 @@ class JobChange(BaseModel):
 
     request: JobRequest | None = None
     cancel: bool = False
+    # (beyond OpenGate) POST .../groups/next: start the next rollout group now.
+    next_group: bool = False
 
 
 class OperationInput(BaseModel):
@@ -143,6 +204,13 @@ class OperationInput(BaseModel):
     activated_at: datetime
     # How long a timed-out operation still takes a late answer (recorded as out of time).
     late_answer_grace_ms: GraceMillis = 300_000
+    # Whether the job hears of the close by signal. False: the job run that starts the operation
+    # counts it from the child's completion (and asks for a signal if it continues-as-new first).
+    # True for inputs written before the job followed completions.
+    close_by_signal: bool = True
+    # Whether the first push of an attempt may run as a local activity (False for inputs written
+    # before: their histories hold the push as an activity).
+    push_locally: bool = False
 
 
 class OperationProgress(BaseModel):

@@ -18,7 +18,7 @@ from models.bounds import (
     items,
     text,
 )
-from models.enums import OperationStatus, ResultCode, StepResult
+from models.enums import CancelReason, OperationStatus, ResultCode, StepResult
 
 
 class Attempts(WireModel):
@@ -58,6 +58,9 @@ class Operation(WireModel):
     steps: list[OperationStep] = []
     # Set when the device's final answer came after the operation was cancelled by timeout.
     out_of_time: bool | None = None
+    # Beyond OpenGate: why a CANCELLED operation was cancelled (SPEC 3.2's reasons), the same
+    # value the job counts it under; absent while open and for answered operations.
+    cancel_reason: CancelReason | None = None
 
 
 class OperationList(WireModel):

@@ -3,8 +3,10 @@
 The fan-out is a sliding window (``FanOutSettings.window`` operations in flight), filled in
 batches of at most ``start_batch`` child starts per workflow task so that a task never runs long
 enough to trip the deadlock detector, and so that the child starts of consecutive tasks overlap.
-Children are started with ``ParentClosePolicy.ABANDON`` and report back by signal: a run that
-continues-as-new carries its in-flight set, and the children it started report to the new run.
+Children are started with ``ParentClosePolicy.ABANDON``. The run that started a child counts its
+close from the child's completion (an event this run's history holds anyway, so the close costs
+no signal); a run that continues-as-new carries its in-flight set and first tells each child it
+started that is still open to report its close by signal, which then reaches the new run.
 Targets are read from the inventory page by page from a cursor, so no run ever holds the whole
 target list, and the counters of SPEC 3.1 travel in the carried state.
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -53,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from models.bounds import violations
     from models.devices import Device
     from models.enums import CancelReason, JobEvent, JobStatus, OperationStatus
-    from models.jobs import Job, JobTarget, TargetSelection
+    from models.jobs import Job, JobTarget, RolloutGroup, TargetSelection
     from models.messages import (
         CallbackInput,
         JobChange,
@@ -67,7 +71,16 @@ with workflow.unsafe.imports_passed_through():
         job_memo,
         report,
     )
+    from models.operations import Operation
     from models.summary import Bucket, closed_bucket
+    from workflows.groups import (
+        count_closed,
+        count_started,
+        group_room,
+        group_sizes,
+        pause_reason,
+        release_next,
+    )
     from workflows.operation import OperationWorkflow, initial_operation
     from workflows.policies import (
         callback_payload,
@@ -80,6 +93,10 @@ with workflow.unsafe.imports_passed_through():
 
 # workflow.patched ids: behaviour that running jobs recorded without.
 COUNT_TARGETS_AT_EARLY_CANCEL = "count-targets-at-early-cancel"
+CLOSES_BY_COMPLETION = "closes-by-completion"
+HOLD_AFTER_STARTS = "hold-after-starts"
+CANCELLING_IN_ANSWER = "cancelling-in-answer"
+STEADY_TIMERS = "steady-timers"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
 # External signals sent at once when the job pauses, resumes or stops its operations.
 SIGNAL_BATCH = 100
@@ -117,10 +134,16 @@ class JobWorkflow:
         self._page_end = 0
         # Child starts issued and not yet acknowledged by the server.
         self._starts: set[asyncio.Task[None]] = set()
+        # The children this run started and follows to their completion, by operation id.
+        self._children: dict[str, asyncio.Task[None]] = {}
+        # Whether this run counts its children's closes from their completions (set by run).
+        self._follows_children = False
         self._signals_this_run = 0
         self._dirty = False
         # Bumped by every change, so waits re-read the request.
         self._revision = 0
+        # The fan-out's timers by the moment they fire: started once, never cancelled.
+        self._alarms: dict[datetime, asyncio.Task[None]] = {}
 
     # --- reads and inputs ---
 
@@ -142,10 +165,15 @@ class JobWorkflow:
     @workflow.signal(name=JobSignal.CLOSED)
     def operation_closed(self, closed: OperationClosed) -> None:
         self._signals_this_run += 1
+        self._count_closed(closed)
+
+    def _count_closed(self, closed: OperationClosed) -> None:
         bucket = self._state.in_flight.pop(closed.operation_id, None)
         if bucket is None:  # a repeated report: counted once
             return
-        self._state.counts.move(bucket, closed_bucket(closed.result, closed.cancel_reason))
+        outcome = closed_bucket(closed.result, closed.cancel_reason)
+        self._state.counts.move(bucket, outcome)
+        count_closed(self._state, closed.operation_id, outcome is Bucket.SUCCESSFUL)
         self._dirty = True
         if closed.cancel_reason == CancelReason.BY_TIMEOUT:
             # The operation takes a late answer for a while: the job waits for it to be counted.
@@ -169,6 +197,15 @@ class JobWorkflow:
         state = self._state
         if change.cancel:
             state.stopping = CancelReason.BY_USER
+            # The DELETE's answer says CANCELLING, as the job's next read would (patched: jobs
+            # cancelled under older code set it in the main loop, in the same workflow task).
+            if state.status in _RUNNING and workflow.patched(CANCELLING_IN_ANSWER):
+                self._set_status(JobStatus.CANCELLING)
+        elif change.next_group:
+            release_next(self._groups, state)
+            if state.paused_reason is not None and state.status == JobStatus.PAUSED:
+                # The operator overrides the group that paused the job: it runs on.
+                await self._set_active(True)
         elif change.request is not None:
             was_active = self._input.request.active
             old_target = self._input.request.target
@@ -176,10 +213,15 @@ class JobWorkflow:
             if state.cursor.counted and change.request.target != old_target:
                 self._retarget_running(old_target)
             workflow.upsert_memo({JOB_REQUEST_MEMO: change.request})
+            if change.request.active:
+                state.paused_reason = None
             if was_active != change.request.active and state.status in _RUNNING:
                 self._set_status(
                     JobStatus.IN_PROGRESS if change.request.active else JobStatus.PAUSED
                 )
+                if not change.request.active and workflow.patched(HOLD_AFTER_STARTS):
+                    # Children whose start is still on its way are held too, once started.
+                    await workflow.wait_condition(lambda: not self._starts)
                 # Hold the operations not sent yet; operations already sent run on.
                 await self._tell_operations(
                     OperationSignal.HOLD, not change.request.active, _NOT_SENT
@@ -187,6 +229,28 @@ class JobWorkflow:
         self._revision += 1
         self._dirty = True
         return self.job()
+
+    async def _set_active(self, active: bool) -> None:
+        """Pause or resume the job on its own (a staged rollout's group), as a PUT would."""
+        request = self._input.request.model_copy(update={"active": active})
+        self._input = self._input.model_copy(update={"request": request})
+        workflow.upsert_memo({JOB_REQUEST_MEMO: request})
+        if active:
+            self._state.paused_reason = None
+        self._set_status(JobStatus.IN_PROGRESS if active else JobStatus.PAUSED)
+        await self._tell_operations(OperationSignal.HOLD, not active, _NOT_SENT)
+
+    def _group_pause(self) -> tuple[int, str] | None:
+        if self._state.status != JobStatus.IN_PROGRESS or self._state.stopping is not None:
+            return None
+        return pause_reason(self._groups, self._state)
+
+    async def _pause_for_group(self, index: int, reason: str) -> None:
+        workflow.logger.warning("job %s paused: %s", self._input.job_id, reason)
+        self._state.groups[index].tripped = True
+        self._state.paused_reason = reason
+        await workflow.wait_condition(lambda: not self._starts)
+        await self._set_active(False)
 
     def _retarget_running(self, old_target: JobTarget | None) -> None:
         """A started job's list of entities changed: ids appended run later, ids removed that
@@ -217,12 +281,16 @@ class JobWorkflow:
         problem = change.request and violations(change.request, workflow.now())
         if problem:
             raise ValueError(f"invalid request: {problem}")
+        if change.next_group:
+            release_next(self._groups, self._state.model_copy(deep=True))
 
     # --- the run ---
 
     @workflow.run
     async def run(self, input: JobInput) -> Job:
         state = self._state
+        # Runs of older code counted every close from the child's signal.
+        self._follows_children = workflow.patched(CLOSES_BY_COMPLETION)
         publisher = asyncio.create_task(self._publish_while_running())
         deliverer = asyncio.create_task(self._deliver_callbacks())
         if state.execution.activated_date is None:
@@ -308,25 +376,28 @@ class JobWorkflow:
 
     async def _fan_out(self) -> None:
         state = self._state
+        steady = workflow.patched(STEADY_TIMERS)
         while True:
             # A timeout is the job's deadline, or the next pacing window.
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: (
-                        self._can_start()
-                        or self._finished()
-                        or self._should_continue_as_new()
-                        or self._must_stop()
-                    ),
-                    timeout=self._next_deadline(),
-                    timeout_summary="the job's deadline or its next pace window",
-                )
+            if steady:
+                alarm = self._alarm(self._next_moment())
+                await workflow.wait_condition(functools.partial(self._ready, alarm))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        self._ready,
+                        timeout=self._next_deadline(),
+                        timeout_summary="the job's deadline or its next pace window",
+                    )
             if self._past_deadline() and state.stopping is None:
                 state.stopping = CancelReason.BY_TIMEOUT
             if self._should_abort():
                 self._abort()
             if state.stopping is not None and not state.stop_signalled:
                 await self._stop_operations(state.stopping)
+            pause = self._group_pause()
+            if pause is not None:
+                await self._pause_for_group(*pause)
             if self._finished():
                 return
             if self._should_continue_as_new():
@@ -350,11 +421,50 @@ class JobWorkflow:
         deadline = self._deadline()
         return deadline is not None and workflow.now() >= deadline
 
-    def _next_deadline(self) -> timedelta | None:
+    def _ready(self, alarm: asyncio.Task[None] | None = None) -> bool:
+        """Whether the fan-out has something to do: start, stop, pause, hand over or finish."""
+        return (
+            self._can_start()
+            or self._finished()
+            or self._should_continue_as_new()
+            or self._must_stop()
+            or self._group_pause() is not None
+            or (alarm is not None and alarm.done())
+        )
+
+    def _next_moment(self) -> datetime | None:
+        """The job's deadline or the start of its next pacing window, whichever comes first."""
         now = workflow.now()
         pace = pace_reset(self._input.request.rollout, self._state, now)
         moments = [m for m in (self._deadline(), pace) if m is not None and m > now]
-        return min(moments) - now if moments else None
+        return min(moments) if moments else None
+
+    def _next_deadline(self) -> timedelta | None:
+        moment = self._next_moment()
+        return None if moment is None else moment - workflow.now()
+
+    def _alarm(self, moment: datetime | None) -> asyncio.Task[None] | None:
+        """A timer firing at ``moment``, shared by every wait for that moment and never cancelled.
+
+        A wait with a timeout starts a timer and cancels it when the condition wins: two events
+        per wake-up, and on a paced job every child's close wakes the loop. A timer per moment
+        costs two events per moment instead, and the server never sees a cancel racing the
+        timer's own fire (which the time-skipping test server refuses, then never redelivers
+        the workflow task).
+        """
+        if moment is None:
+            return None
+        for done in [m for m, t in self._alarms.items() if t.done()]:
+            del self._alarms[done]
+        alarm = self._alarms.get(moment)
+        if alarm is None:
+            alarm = asyncio.ensure_future(
+                workflow.sleep(
+                    moment - workflow.now(), summary="the job's deadline or its next pace window"
+                )
+            )
+            self._alarms[moment] = alarm
+        return alarm
 
     def _must_stop(self) -> bool:
         state = self._state
@@ -408,17 +518,17 @@ class JobWorkflow:
             for op_id, bucket in self._state.in_flight.items()
             if buckets is None or bucket in buckets
         ]
-        for i in range(0, len(ids), SIGNAL_BATCH):
-            await asyncio.gather(
-                *(self._tell(op_id, signal, message) for op_id in ids[i : i + SIGNAL_BATCH])
-            )
+        await _in_batches(ids, lambda op_id: self._tell(op_id, signal, message))
 
-    async def _tell(self, operation_id: str, signal: str, message: object) -> None:
+    async def _tell(self, operation_id: str, signal: str, *message: object) -> bool:
+        """Signal one operation; False when it could not be told (it has closed meanwhile)."""
         handle = workflow.get_external_workflow_handle(operation_workflow_id(operation_id))
         try:
-            await handle.signal(signal, message)
+            await handle.signal(signal, args=list(message))
         except Exception as err:  # closed meanwhile: its own report is on its way
             workflow.logger.info("operation %s not told %s: %s", operation_id, signal, err)
+            return False
+        return True
 
     # --- callbacks (SPEC 6) ---
 
@@ -471,6 +581,13 @@ class JobWorkflow:
         self._state.target_report.not_provisioned = count.not_provisioned
         self._state.target_report.duplicated = count.duplicated
         self._state.cursor.counted = True
+        if self._groups and not self._state.groups:
+            self._state.groups = group_sizes(self._groups, count.total)
+
+    @property
+    def _groups(self) -> list[RolloutGroup] | None:
+        rollout = self._input.request.rollout
+        return rollout.groups if rollout is not None else None
 
     @property
     def _selection(self) -> TargetSelection:
@@ -485,7 +602,9 @@ class JobWorkflow:
             window = min(window, rollout.max_concurrency)
         room = min(window - len(self._state.in_flight), fan_out.start_batch - len(self._starts))
         paced = pace_room(self._input.request.rollout, self._state, workflow.now())
-        return room if paced is None else min(room, paced)
+        staged = group_room(self._groups, self._state)
+        limits = [limit for limit in (paced, staged) if limit is not None]
+        return min([room, *limits])
 
     def _can_start(self) -> bool:
         state = self._state
@@ -516,6 +635,7 @@ class JobWorkflow:
             operation_id = str(workflow.uuid4())
             self._state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
             self._state.counts.move(Bucket.SCHEDULED, Bucket.PENDING_EXECUTION)
+            count_started(self._state, operation_id)
             # Started without waiting: the next batch goes out while the server creates these.
             start = asyncio.create_task(self._start_operation(operation_id, device))
             self._starts.add(start)
@@ -563,9 +683,11 @@ class JobWorkflow:
             operation_parameters=request.operation_parameters,
             activated_at=workflow.now(),
             late_answer_grace_ms=self._input.late_answer_grace_ms,
+            close_by_signal=not self._follows_children,
+            push_locally=True,
         )
         try:
-            await workflow.start_child_workflow(
+            child = await workflow.start_child_workflow(
                 OperationWorkflow.run,
                 op_input,
                 id=operation_workflow_id(operation_id),
@@ -587,17 +709,45 @@ class JobWorkflow:
             workflow.logger.warning(
                 "operation %s on %s not started: %s", operation_id, device.id, err
             )
-            self.operation_closed(
-                OperationClosed(
-                    operation_id=operation_id,
-                    status=OperationStatus.CANCELLED,
-                    cancel_reason=CancelReason.BY_ENGINE,
-                )
+            self._count_closed(_cancelled_by_engine(operation_id))
+            return
+        if self._follows_children:
+            self._children[operation_id] = asyncio.create_task(self._follow(operation_id, child))
+
+    async def _follow(
+        self, operation_id: str, child: workflow.ChildWorkflowHandle[Any, Operation]
+    ) -> None:
+        """Count the close of a child this run started, from its completion."""
+        try:
+            operation = await child
+        except ChildWorkflowError as err:  # terminated, failed or timed out by hand
+            workflow.logger.warning("operation %s ended abnormally: %r", operation_id, err.cause)
+            closed = _cancelled_by_engine(operation_id)
+        else:
+            closed = OperationClosed(
+                operation_id=operation_id,
+                status=operation.status,
+                result=operation.result,
+                cancel_reason=operation.cancel_reason,
             )
+        finally:
+            del self._children[operation_id]
+        self._count_closed(closed)
+
+    async def _hand_over_children(self) -> None:
+        """Before continuing-as-new: the next run cannot see the completions of this run's
+        children, so each child still open is asked to report its close by signal."""
+        await _in_batches(list(self._children), self._hand_over)
+
+    async def _hand_over(self, operation_id: str) -> None:
+        if not await self._tell(operation_id, OperationSignal.REPORT_BY_SIGNAL):
+            # It completed before the signal reached it: its completion reaches this run.
+            await workflow.wait_condition(lambda: operation_id not in self._children)
 
     async def _continue_as_new(self) -> None:
         # Every start must be acknowledged before this run ends, and every signal handled.
         await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
+        await self._hand_over_children()
         if self._page:
             # The rest of the page is read again from the cursor by the next run.
             self._state.cursor.exhausted = False
@@ -614,7 +764,7 @@ class JobWorkflow:
             self._publish()
 
     def _publish(self) -> None:
-        published = report(self._state)
+        published = report(self._state, self._input.request)
         workflow.upsert_memo({JOB_REPORT_MEMO: published})
         # What the Temporal UI shows as the job's current details.
         workflow.set_current_details(progress(published))
@@ -644,3 +794,17 @@ class JobWorkflow:
                 return
             if state.late_pending and self._should_continue_as_new():
                 await self._continue_as_new()
+
+
+async def _in_batches(ids: list[str], tell: Callable[[str], Awaitable[object]]) -> None:
+    """``tell`` each operation, at most ``SIGNAL_BATCH`` at once."""
+    for i in range(0, len(ids), SIGNAL_BATCH):
+        await asyncio.gather(*(tell(op_id) for op_id in ids[i : i + SIGNAL_BATCH]))
+
+
+def _cancelled_by_engine(operation_id: str) -> OperationClosed:
+    return OperationClosed(
+        operation_id=operation_id,
+        status=OperationStatus.CANCELLED,
+        cancel_reason=CancelReason.BY_ENGINE,
+    )

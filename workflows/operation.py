@@ -12,8 +12,10 @@ grace to record a late answer (out of time).
 
 The search attributes (job, device, status, result) and the memo (the operation object) are
 kept current, so the API lists a job's operations from Temporal visibility without asking each
-workflow. Outcomes go to the job by signal: the job may have continued-as-new since it started
-this child.
+workflow. The job learns of a close from the child's completion, which reaches the job run that
+started it at no extra cost; the close goes by signal only when that run has continued-as-new
+since (it says so with ``report_by_signal`` first), or when the operation closes by timeout and
+stays open for a late answer. Status changes while open go to the job by signal.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.devices import Delivery, DeviceActivities, SendRequestInput, SendRequestResult
+    from core.metrics import operation_closed
     from core.temporal import (
         HAND_OUT,
         LATE_ANSWERS_UNTIL_MEMO,
@@ -62,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
 
 # workflow.patched ids: behaviour that running operations recorded without.
 PUBLISH_PARTIAL_STEPS = "publish-partial-steps"
+STOP_DURING_RETRY_DELAY = "stop-during-retry-delay"
 # A device that answers 5xx is tried again a few times within one push.
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -76,6 +82,9 @@ MAX_PUSH_BACKOFF = timedelta(minutes=10)
 # Without an ackTimeout, a synchronous device has the whole operation timeout to answer; this
 # bounds the HTTP wait of one push in any case.
 MAX_HTTP_WAIT = timedelta(minutes=5)
+# A first push whose HTTP wait is at most this runs as a local activity (the default operation
+# timeout is 60 s); a longer wait holds the workflow task too long and goes as an activity.
+MAX_LOCAL_PUSH_WAIT = timedelta(seconds=60)
 
 
 def initial_operation(input: OperationInput) -> Operation:
@@ -126,6 +135,8 @@ class OperationWorkflow:
         self._held = False
         # A partial answer changed the steps: the memo (what the API lists) follows.
         self._steps_changed = False
+        # Whether the close goes to the job by signal (else the job sees the completion).
+        self._report_by_signal = input.close_by_signal
 
     # --- reads and inputs ---
 
@@ -156,6 +167,10 @@ class OperationWorkflow:
     @workflow.signal(name=OperationSignal.HOLD)
     def hold(self, held: bool) -> None:
         self._held = held
+
+    @workflow.signal(name=OperationSignal.REPORT_BY_SIGNAL)
+    def report_by_signal(self) -> None:
+        self._report_by_signal = True
 
     @workflow.update(name=HAND_OUT)
     def hand_out(self) -> DeviceRequest:
@@ -196,6 +211,10 @@ class OperationWorkflow:
                 break
             delay = timedelta(milliseconds=params.retries_delay)
             if await self._wait(lambda: False, delay, f"retry delay before attempt {attempt + 1}"):
+                # Stopped while waiting to retry: the last attempt's result was not final, the
+                # stop's reason is (operations stopped so under older code kept that result).
+                if workflow.patched(STOP_DURING_RETRY_DELAY) and self._stop is not None:
+                    self._cancel(self._stop.reason, self._stop.description)
                 break
         publisher.cancel()
         await self._close()
@@ -220,6 +239,7 @@ class OperationWorkflow:
         params = self._input.operation_parameters
         self._op.attempts.current = attempt
         self._final, self._handed_out, self._cancel_reason = None, False, None
+        self._op.cancel_reason = None
         self._op.steps, self._op.result, self._op.description = [], None, None
         now = workflow.now()
         self._request = device_request(self._input, now)
@@ -259,7 +279,7 @@ class OperationWorkflow:
             await workflow.wait_condition(lambda: not self._held or self._stop is not None)
             if self._cancel_if_stopped():
                 return None
-            sent = await self._push()
+            sent = await self._push(first=backoff == FIRST_PUSH_BACKOFF)
             if sent.delivery is not Delivery.UNREACHABLE or self._final is not None:
                 return sent
             if self._op.status != OperationStatus.WAITING_FOR_CONNECTION:
@@ -305,31 +325,43 @@ class OperationWorkflow:
             self._cancel(self._stop.reason, self._stop.description)
         return True
 
-    async def _push(self) -> SendRequestResult:
+    async def _push(self, first: bool) -> SendRequestResult:
+        """One push. The first of an attempt runs as a local activity in the workflow task that
+        decided it (no activity task through the server, a marker instead of three events), if
+        its wait is short; a re-push after a back-off, or a long wait, is a regular activity that
+        heartbeats, so a dead worker's push is sent again within seconds (same operation id)."""
         params = self._input.operation_parameters
         wait_ms = params.ack_timeout or params.timeout
         answer_timeout = min(timedelta(milliseconds=wait_ms), MAX_HTTP_WAIT)
         assert self._request is not None
+        push = SendRequestInput(
+            operation_id=self._input.operation_id,
+            device_id=self._input.device.id,
+            address=self._input.device.address,
+            request=self._request,
+            answer_timeout_s=answer_timeout.total_seconds(),
+        )
+        options: dict[str, Any] = {
+            "start_to_close_timeout": answer_timeout + timedelta(seconds=10),
+            "retry_policy": SEND_RETRY,
+            "summary": f"push {self._input.name} to {self._input.device.id}",
+        }
         try:
+            if first and self._input.push_locally and answer_timeout <= MAX_LOCAL_PUSH_WAIT:
+                return await workflow.execute_local_activity_method(
+                    DeviceActivities.send_request, push, **options
+                )
             return await workflow.execute_activity_method(
                 DeviceActivities.send_request,
-                SendRequestInput(
-                    operation_id=self._input.operation_id,
-                    device_id=self._input.device.id,
-                    address=self._input.device.address,
-                    request=self._request,
-                    answer_timeout_s=answer_timeout.total_seconds(),
-                ),
-                start_to_close_timeout=answer_timeout + timedelta(seconds=10),
-                # The push heartbeats while it waits: a dead worker's push is sent again within
-                # seconds (with the same operation id), not after the whole answer timeout.
+                push,
                 heartbeat_timeout=PUSH_HEARTBEAT_TIMEOUT,
-                retry_policy=SEND_RETRY,
-                summary=f"push {self._input.name} to {self._input.device.id}",
+                **options,
             )
         except ActivityError as err:
             # The device kept failing (5xx): like an unreachable device, it is tried again later.
             return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=str(err.cause or err))
+        except (ApplicationError, TemporalTimeout) as err:  # a local activity's last failure
+            return SendRequestResult(delivery=Delivery.UNREACHABLE, detail=str(err))
 
     # --- state changes ---
 
@@ -366,12 +398,13 @@ class OperationWorkflow:
         self._op.result = final.result_code
         self._op.description = final.result_description
         self._cancel_reason = device_cancel_reason(final.result_code)
+        self._op.cancel_reason = self._cancel_reason
         self._op.status = (
             OperationStatus.CANCELLED if self._cancel_reason else OperationStatus.FINISHED
         )
 
     def _cancel(self, reason: CancelReason, description: str) -> None:
-        self._cancel_reason = reason
+        self._cancel_reason = self._op.cancel_reason = reason
         self._op.status = OperationStatus.CANCELLED
         self._op.result = ResultCode.CANCELLED
         self._op.description = f"{reason.value}: {description}"
@@ -408,16 +441,29 @@ class OperationWorkflow:
             memo[LATE_ANSWERS_UNTIL_MEMO] = (workflow.now() + grace).isoformat()
             self._late_window_open = True
         workflow.upsert_memo(memo)
-        self._report(
-            JobSignal.CLOSED,
-            OperationClosed(
-                operation_id=self._input.operation_id,
-                status=self._op.status,
-                result=self._op.result,
-                cancel_reason=self._cancel_reason,
-            ),
+        # Nothing is recorded while the workflow replays (docs/metrics.md).
+        operation_closed(
+            workflow.metric_meter(),
+            (self._op.result or ResultCode.CANCELLED).value,
+            self._cancel_reason.value if self._cancel_reason else None,
         )
+        if self._close_by_signal():
+            self._report(
+                JobSignal.CLOSED,
+                OperationClosed(
+                    operation_id=self._input.operation_id,
+                    status=self._op.status,
+                    result=self._op.result,
+                    cancel_reason=self._cancel_reason,
+                ),
+            )
         await self._flush_reports()
+
+    def _close_by_signal(self) -> bool:
+        """Whether the job must hear of the close by signal: the completion tells the run that
+        started this operation, unless that run has continued-as-new, or the operation stays open
+        for a late answer (the job counts it closed now, not when the grace ends)."""
+        return self._report_by_signal or self._cancel_reason == CancelReason.BY_TIMEOUT
 
     async def _take_late_answer(self) -> None:
         try:
