@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -13,6 +14,7 @@ from models.bounds import (
     MAX_RESULT_CODES,
     MAX_TAGS,
     MAX_URL,
+    Bound,
     Count,
     DelayMillis,
     FutureDate,
@@ -27,6 +29,7 @@ from models.bounds import (
     between,
     is_stored,
     items,
+    text,
 )
 from models.enums import JobStatus, ResultCode
 from models.summary import JobSummary
@@ -177,12 +180,101 @@ class RolloutAbort(StrictWireModel):
     min_executed: Count = 1
 
 
+PerMinute = Annotated[int, between(1, MAX_PER_MINUTE)]
+# An exponential rate's growth factor: 1.0 (a constant rate) to 5.0.
+MIN_FACTOR, MAX_FACTOR = 1.0, 5.0
+
+
+def _check_factor(value: float, _: Any) -> None:
+    if not MIN_FACTOR <= value <= MAX_FACTOR:  # NaN fails this too
+        raise ValueError(f"must be between {MIN_FACTOR} and {MAX_FACTOR}")
+
+
+Factor = Annotated[float, Bound(_check_factor, (("minimum", MIN_FACTOR), ("maximum", MAX_FACTOR)))]
+
+
+class RateCriterion(StrEnum):
+    """What makes an exponential rate grow: operations started (their request on its way to the
+    device), or operations that succeeded."""
+
+    NOTIFIED = "notified"
+    SUCCEEDED = "succeeded"
+
+
+class RolloutRate(StrictWireModel):
+    """(beyond OpenGate) An exponential rollout rate, as AWS IoT Jobs has it: start at
+    ``basePerMinute``, multiply the rate by ``incrementFactor`` each time ``every`` more operations
+    were notified (started) or succeeded, never above ``maxPerMinute`` (workflows/policies.py)."""
+
+    base_per_minute: PerMinute = Field(description="operations started per minute at first")
+    increment_factor: Factor = Field(
+        description="the rate is multiplied by this each time `every` more operations met the "
+        "criterion"
+    )
+    every: Count = Field(description="how many more operations make the rate grow once")
+    criterion: RateCriterion = Field(description="what counts: `notified` or `succeeded`")
+    max_per_minute: PerMinute | None = Field(
+        default=None, description=f"the highest rate (default {MAX_PER_MINUTE:,})"
+    )
+
+    @model_validator(mode="after")
+    def _base_within_max(self, info: ValidationInfo) -> RolloutRate:
+        if is_stored(info) or self.max_per_minute is None:
+            return self
+        if self.base_per_minute > self.max_per_minute:
+            raise ValueError("basePerMinute must be at most maxPerMinute")
+        return self
+
+    @property
+    def ceiling(self) -> int:
+        return self.max_per_minute or MAX_PER_MINUTE
+
+
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+MAX_GROUPS = 20
+
+
+class RolloutGroup(StrictWireModel):
+    """(beyond OpenGate) One stage of a staged rollout (workflows/groups.py): the next ``count``
+    devices, or ``percent`` of the job's devices, in target order (by device id for tags, in
+    list order for listed ids)."""
+
+    name: Annotated[str, text(64, min_length=1)]
+    percent: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    count: Count | None = None
+    success_threshold: Percent = Field(
+        default=0,
+        description="share (%) of this group's operations that must succeed before the next "
+        "group starts; 0: every operation of this group has closed",
+    )
+    error_threshold: Percent | None = Field(
+        default=None,
+        description="share (%) of this group's operations that may fail; past it the job is "
+        "PAUSED with the reason",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self, info: ValidationInfo) -> RolloutGroup:
+        if is_stored(info):
+            return self
+        if (self.percent is None) == (self.count is None):
+            raise ValueError("a group has either percent or count")
+        return self
+
+
 class Rollout(StrictWireModel):
     """(beyond OpenGate) Pacing of a job and automatic stop of a bad rollout."""
 
     max_concurrency: Annotated[int, between(1, 2000)] | None = None
-    max_per_minute: Annotated[int, between(1, MAX_PER_MINUTE)] | None = None
+    max_per_minute: PerMinute | None = None
     abort: RolloutAbort | None = None
+    rate: RolloutRate | None = None
+    groups: Annotated[list[RolloutGroup], items(MAX_GROUPS, min_items=1)] | None = None
+
+
+# A job id, as another job refers to it: UUIDs, or ``<task id>-<time>`` (api/job_service.py).
+MAX_JOB_ID = 200
+JobRef = Annotated[str, text(MAX_JOB_ID, min_length=1)]
 
 
 class JobRequest(StrictWireModel):
@@ -197,6 +289,13 @@ class JobRequest(StrictWireModel):
     schedule: JobSchedule | None = None
     operation_parameters: OperationParameters = OperationParameters()
     rollout: Rollout | None = None
+    # Set by the server on a job created by ``POST /operation/jobs/{id}/rerun``; a client's
+    # value is ignored, as its ``user`` is.
+    rerun_of: JobRef | None = Field(
+        default=None,
+        description="(beyond OpenGate) the job this one reruns; set by the server",
+        json_schema_extra={"readOnly": True},
+    )
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> JobRequest:
@@ -310,10 +409,25 @@ class TargetReport(WireModel):
     duplicated: list[str] = []
 
 
+class GroupReport(WireModel):
+    """(beyond OpenGate) Where one group of a staged rollout stands."""
+
+    name: str
+    total: int
+    started: int = 0
+    successful: int = 0
+    failed: int = 0
+    closed: int = 0
+    status: str = "WAITING"  # WAITING, IN_PROGRESS or DONE
+
+
 class JobReport(WireModel):
     execution: JobExecution = JobExecution()
     target: TargetReport = TargetReport()
     summary: JobSummary
+    # (beyond OpenGate) a staged rollout's groups, and why the job paused itself.
+    groups: list[GroupReport] | None = None
+    paused_reason: str | None = None
 
 
 class Job(WireModel):

@@ -1,0 +1,217 @@
+"""(beyond OpenGate) A job's operations one device at a time: cancel one operation, and rerun a
+job on the devices whose operations ended a given way (docs/api.md, "Per-device control").
+
+A cancel is the operation workflow's own ``stop`` signal, the one its job sends when the job is
+cancelled: the operation closes ``CANCELLED`` ``byUser`` and reports its close to the job, whose
+counters follow. A rerun reads the job's closed operations from visibility, as the listing of a
+job's operations does, and creates a new job with the same request on exactly those devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import job_service
+from api.errors import ApiError, Ids, validation_error
+from core.settings import Settings
+from core.temporal import (
+    JOB_ID,
+    OPERATION_RESULT,
+    OPERATION_STATUS,
+    OPERATION_WORKFLOW,
+    OperationSignal,
+    all_of,
+    literal,
+    operation_workflow_id,
+    operations_of_job,
+)
+from inventory.store import Inventory
+from models.devices import ApiKey
+from models.enums import CancelReason, OperationStatus
+from models.jobs import MAX_LISTED_ENTITIES, Job, JobRequest
+from models.messages import OperationStop
+from models.operations import Operation
+from models.rerun import RerunFilter
+
+OPERATION_IDS = Ids(
+    "Operation",
+    "operationId",
+    re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+)
+# After the stop signal, the answer waits this long at most for the operation to show it closed
+# (seconds between two reads, growing). An operation whose request is being pushed at that
+# moment closes only when the push returns: the answer is then a 202 with it still open.
+_CLOSE_CHECKS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
+# Operations read from visibility per page while a rerun gathers its devices.
+_RERUN_PAGE = 1000
+
+
+# --- cancel one operation ---
+
+
+async def cancel_operation(
+    client: Client, job_id: str, operation_id: str, key: ApiKey
+) -> tuple[Operation, bool]:
+    """Cancel one open operation of a job (``byUser``): the operation as it then stands, and
+    whether it has closed yet. 404 for an unknown job or an operation not of this job, 409 for
+    an operation already closed."""
+    await job_service.read_job(client, job_id)
+    handle = client.get_workflow_handle(operation_workflow_id(OPERATION_IDS.known(operation_id)))
+    description = await _describe(client, job_id, operation_id)
+    operation = await job_service.operation_of(description)
+    if description.status != WorkflowExecutionStatus.RUNNING or operation.status.is_closed:
+        raise _closed(operation_id, operation.status)
+    stop = OperationStop(
+        reason=CancelReason.BY_USER, description=f"the operation was cancelled by {key.name}"
+    )
+    try:
+        await handle.signal(OperationSignal.STOP, stop)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # closed between the read and the signal
+            raise _closed(operation_id, OperationStatus.FINISHED) from exc
+        raise
+    for pause in _CLOSE_CHECKS:
+        await asyncio.sleep(pause)
+        operation = await job_service.operation_of(await _describe(client, job_id, operation_id))
+        if operation.status.is_closed:
+            return operation, True
+    return operation, False
+
+
+async def _describe(client: Client, job_id: str, operation_id: str) -> WorkflowExecutionDescription:
+    """The operation's workflow; 404 unless it is an operation of this job."""
+    handle = client.get_workflow_handle(operation_workflow_id(operation_id))
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise _not_in_job(job_id, operation_id) from exc
+        raise
+    if (
+        description.workflow_type != OPERATION_WORKFLOW
+        or description.typed_search_attributes.get(JOB_ID) != job_id
+    ):
+        raise _not_in_job(job_id, operation_id)
+    return description
+
+
+def _not_in_job(job_id: str, operation_id: str) -> ApiError:
+    return ApiError(
+        404,
+        f"Operation {operation_id} not found in job {job_id}",
+        context=[("operationId", operation_id)],
+    )
+
+
+def _closed(operation_id: str, status: OperationStatus) -> ApiError:
+    return ApiError(
+        409,
+        f"Operation {operation_id} is already closed ({status.value})",
+        context=[("operationId", operation_id)],
+    )
+
+
+# --- rerun a job on some of its devices ---
+
+
+async def rerun_job(
+    client: Client,
+    settings: Settings,
+    inventory: Inventory,
+    key: ApiKey,
+    job_id: str,
+    rerun: RerunFilter,
+) -> Job:
+    """A new job with the request of job ``job_id`` on exactly the devices whose closed
+    operations the filter matches, linked to it by ``rerunOf``."""
+    source = await job_service.read_job(client, job_id)
+    devices = await _matching_devices(client, source.id, rerun)
+    if not devices:
+        raise ApiError(
+            400,
+            f"No closed operation of job {job_id} matches the filter: nothing to rerun",
+            context=[("jobId", job_id)],
+        )
+    if len(devices) > MAX_LISTED_ENTITIES:
+        raise ApiError(
+            400,
+            f"More than {MAX_LISTED_ENTITIES:,} operations of job {job_id} match the filter: a "
+            f"rerun lists its devices, and one job lists at most {MAX_LISTED_ENTITIES:,}",
+            context=[("jobId", job_id)],
+        )
+    request = _rerun_request(job_id, source.request, devices, datetime.now(UTC))
+    return await job_service.create_job(
+        client, settings, inventory, key, request, rerun_of=source.id
+    )
+
+
+async def _matching_devices(client: Client, job_id: str, rerun: RerunFilter) -> list[str]:
+    """The devices of the job's closed operations that match, each once, in the order of the
+    job's list of devices (by id for a job on tags); one more than a job may list at most."""
+    query = all_of(operations_of_job(job_id), _narrowed(rerun))
+    devices: dict[str, None] = {}
+    async for execution in client.list_workflows(query, page_size=_RERUN_PAGE):
+        operation = await job_service.operation_of(execution)
+        if rerun.matches(operation):
+            devices[operation.entity_id] = None
+            if len(devices) > MAX_LISTED_ENTITIES:
+                break
+    return sorted(devices)
+
+
+def _narrowed(rerun: RerunFilter) -> str:
+    """The visibility clause of the closed operations that may match (the filter itself is
+    applied to each operation object, where the cancel reason is)."""
+    closed = _is_in(OPERATION_STATUS.name, [s.value for s in OperationStatus if s.is_closed])
+    kinds = []
+    if rerun.results:
+        kinds.append(_is_in(OPERATION_RESULT.name, [r.value for r in rerun.results]))
+    if rerun.cancel_reasons:
+        kinds.append(f"{OPERATION_STATUS.name} = {literal(OperationStatus.CANCELLED.value)}")
+    return f"{closed} AND ({' OR '.join(kinds)})"
+
+
+def _is_in(attribute: str, values: list[str]) -> str:
+    return f"{attribute} IN ({', '.join(literal(v) for v in dict.fromkeys(values))})"
+
+
+def _rerun_request(
+    job_id: str, source: JobRequest, devices: list[str], now: datetime
+) -> JobRequest:
+    """The source job's request on ``devices``: the same type, parameters (each device's own,
+    for a job on ``entitiesWithParameters``), operation parameters, rollout, notes and
+    callback; active, started at once, and with the source's deadline unless it has passed."""
+    selection = source.target.append if source.target else None
+    # In the order of the source job's list (a canary first stays first); by id for tags.
+    listed = selection.listed_ids() if selection is not None else []
+    order = {d: i for i, d in reversed(list(enumerate(listed)))}
+    ordered = sorted(devices, key=lambda d: (order.get(d, len(order)), d))
+    data: dict[str, Any] = source.model_dump(exclude_none=True)
+    if selection is not None and selection.entities_with_parameters:
+        own = {e.id: e.parameters for e in selection.entities_with_parameters}
+        entries = [{"id": d, "parameters": own.get(d, {})} for d in ordered]
+        data["target"] = {"append": {"entities_with_parameters": entries}}
+    else:
+        data["target"] = {"append": {"entities": ordered}}
+    data["active"] = True
+    stop = source.schedule.stop if source.schedule else None
+    data.pop("schedule", None)
+    if stop is not None and (stop.date is None or stop.date > now):
+        data["schedule"] = {"stop": stop.model_dump(exclude_none=True)}
+    try:
+        return JobRequest.model_validate(data)
+    except ValidationError as exc:
+        problem = validation_error(exc, "job.request")
+        raise ApiError(
+            400,
+            f"The rerun of job {job_id} on {len(devices):,} devices cannot be one job: "
+            f"{problem.message}",
+            context=problem.context,
+        ) from exc
