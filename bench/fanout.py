@@ -15,6 +15,10 @@ two measurements, one after the other:
 (b) the ceiling: N ``bench.minimal`` workflows of one no-op activity each, started straight from
     a client and run by K ``python -m bench.minimal`` workers with the same limits. Rate:
     N / (first start call → close of the last workflow, read from visibility once all closed).
+(c) the floor of any workflow per device: the same with N workflows that run no activity.
+
+The table also gives what each device cost the server (history events, workflow tasks and
+Temporal Cloud actions, ``bench.costs``), for the stack and for each ceiling's workflow.
 
 Every process binds to 127.0.0.1, writes its log under the run's temporary directory, and is
 stopped (SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C: the processes are
@@ -38,6 +42,7 @@ import httpx
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecution
 
+from bench.costs import Costs, JobCosts, job_costs, workflow_costs
 from bench.harness import (
     OPERATION,
     POLL_INTERVAL,
@@ -57,6 +62,7 @@ from bench.harness import (
     stop_all,
     wait_for_pollers,
 )
+from bench.minimal import NO_ACTIVITY_WORKFLOW_TYPE
 from bench.minimal import WORKFLOW_TYPE as MINIMAL_WORKFLOW
 from core.settings import Settings
 from core.tls import client_context
@@ -97,16 +103,22 @@ class StackResult:
     poll_seconds: list[float]
     cpu: CpuMeter
     timeline: Timeline
+    costs: JobCosts
 
 
 @dataclass
 class CeilingResult:
+    label: str
     workflows: int
     seconds: float
     observed: float
     completed: int
     cpu: CpuMeter
     timeline: Timeline
+    costs: Costs
+
+    def costs_name(self) -> str:
+        return "one-activity" if self.label == "(b)" else "no-activity"
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -258,6 +270,7 @@ async def _run_job(
     timeline.add("job finished", finished_at, posted_at)
     timeline.add("GET saw FINISHED", observed_at, posted_at)
     timeline.points.sort(key=lambda point: point[1])
+    costs = await job_costs(client, job_id, summary["total"])
     return StackResult(
         devices=args.devices,
         seconds=seconds,
@@ -272,6 +285,7 @@ async def _run_job(
         poll_seconds=polls.seconds,
         cpu=cpu,
         timeline=timeline,
+        costs=costs,
     )
 
 
@@ -283,7 +297,9 @@ async def _operation_counts(client: Client, job_id: str) -> str:
     return f"operation workflows: {running.count} running, {closed.count} closed"
 
 
-async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
+async def measure_ceiling(
+    args: argparse.Namespace, ctx: Run, label: str, workflow_type: str
+) -> CeilingResult:
     processes, server, client = ctx.processes, ctx.server, ctx.client
     env = fleet_env(temporal_address=client.service_client.config.target_host)
     env["FLEET_TASK_QUEUE"] = CEILING_QUEUE
@@ -300,14 +316,14 @@ async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
         async def start(index: int) -> None:
             async with limit:
                 await client.start_workflow(
-                    MINIMAL_WORKFLOW, index, id=f"minimal-{run}-{index}", task_queue=CEILING_QUEUE
+                    workflow_type, index, id=f"minimal-{run}-{index}", task_queue=CEILING_QUEUE
                 )
 
         began_at = time.time()
         began = time.perf_counter()
         await asyncio.gather(*(start(i) for i in range(args.devices)))
         starts_done_at = time.time()
-        query = f"WorkflowType = '{MINIMAL_WORKFLOW}' AND TaskQueue = '{CEILING_QUEUE}'"
+        query = f"WorkflowType = '{workflow_type}' AND TaskQueue = '{CEILING_QUEUE}'"
 
         async def all_closed() -> int:
             count = await client.count_workflows(f"{query} AND ExecutionStatus != 'Running'")
@@ -319,7 +335,7 @@ async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
             all_closed,
             args.timeout,
             POLL_INTERVAL,
-            what=f"{args.devices} minimal workflows closed",
+            what=f"{args.devices} {workflow_type} workflows closed",
             alive=[*workers, server],
         )
         observed = time.perf_counter() - began
@@ -336,12 +352,14 @@ async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
         timeline.add("count saw all closed", observed_at, began_at)
         timeline.points.sort(key=lambda point: point[1])
         return CeilingResult(
+            label=label,
             workflows=args.devices,
             seconds=last_close - began_at,
             observed=observed,
             completed=completed,
             cpu=cpu,
             timeline=timeline,
+            costs=await workflow_costs(client, query),
         )
     finally:
         await stop_all(processes, workers)
@@ -350,7 +368,9 @@ async def measure_ceiling(args: argparse.Namespace, ctx: Run) -> CeilingResult:
 # --- the run -------------------------------------------------------------------------------
 
 
-Results = tuple[StackResult, CeilingResult | None, StackResult | None]
+Results = tuple[StackResult, list[CeilingResult], StackResult | None]
+# The ceilings: (b) one activity per workflow, (c) none.
+CEILINGS = (("(b)", MINIMAL_WORKFLOW), ("(c)", NO_ACTIVITY_WORKFLOW_TYPE))
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> Results:
@@ -363,11 +383,13 @@ async def run(args: argparse.Namespace, workdir: Path) -> Results:
             tls = await measure_stack(args, ctx, DeviceTls.make(workdir))
             print("(a) over TLS:")
             print_stack(tls)
-        ceiling = None
+        ceilings = []
         if not args.skip_ceiling:
-            ceiling = await measure_ceiling(args, ctx)
-            print_ceiling(ceiling)
-        return stack, ceiling, tls
+            for label, workflow_type in CEILINGS:
+                ceiling = await measure_ceiling(args, ctx, label, workflow_type)
+                print_ceiling(ceiling)
+                ceilings.append(ceiling)
+        return stack, ceilings, tls
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -385,7 +407,7 @@ def print_stack(result: StackResult) -> None:
 
 
 def print_ceiling(result: CeilingResult) -> None:
-    print(f"(b) finished in {result.seconds:.2f} s; timeline (s since the first start):")
+    print(f"{result.label} finished in {result.seconds:.2f} s; timeline (s since the first start):")
     for label, at in result.timeline.points:
         print(f"      {at:8.2f}  {label}")
 
@@ -393,7 +415,7 @@ def print_ceiling(result: CeilingResult) -> None:
 def print_table(
     args: argparse.Namespace,
     stack: StackResult,
-    ceiling: CeilingResult | None,
+    ceilings: list[CeilingResult],
     tls: StackResult | None = None,
 ) -> None:
     window = args.window if args.window is not None else Settings().job_window
@@ -420,6 +442,7 @@ def print_table(
         ),
         ("(a) GET polls: failed, mean / max s", _polls_line(stack)),
         ("(a) CPU", stack.cpu.line()),
+        *((f"(a) {label}", value) for label, value in stack.costs.rows()),
     ]
     if tls is not None:
         tls_rate = tls.devices / tls.seconds
@@ -430,35 +453,46 @@ def print_table(
             ("(a) TLS CPU", tls.cpu.line()),
             ("TLS / plain devices/s", f"{tls_rate / a_rate:.2f}"),
         ]
-    if ceiling is not None:
-        b_rate = ceiling.workflows / ceiling.seconds
-        rows += [
-            ("(b) ceiling workflows/s", f"{b_rate:.1f}"),
-            ("(b) first start -> last close", f"{ceiling.seconds:.2f} s"),
-            ("(b) first start -> all closed seen", f"{ceiling.observed:.2f} s"),
-            ("(b) completed", f"{ceiling.completed} of {ceiling.workflows}"),
-            ("(b) CPU", ceiling.cpu.line()),
-            ("ratio a/b", f"{a_rate / b_rate:.2f}"),
-        ]
+    for ceiling in ceilings:
+        rows += _ceiling_rows(ceiling, a_rate)
     width = max(len(label) for label, _ in rows)
     print()
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
-    for phase, cpu in (("(a)", stack.cpu), ("(b)", ceiling.cpu if ceiling else None)):
-        if cpu is not None and cpu.noisy():
+    phases = [("(a)", stack.cpu), *((c.label, c.cpu) for c in ceilings)]
+    for phase, cpu in phases:
+        if cpu.noisy():
             print(
                 f"WARNING: other processes used {cpu.used['others'] / cpu.wall:.0%} of a core "
                 f"during {phase}: its numbers are skewed"
             )
 
 
+def _ceiling_rows(ceiling: CeilingResult, a_rate: float) -> list[tuple[str, str]]:
+    label, costs = ceiling.label, ceiling.costs
+    rate = ceiling.workflows / ceiling.seconds
+    per = max(1, costs.histories)
+    return [
+        (f"{label} {ceiling.costs_name()} workflows/s", f"{rate:.1f}"),
+        (f"{label} first start -> last close", f"{ceiling.seconds:.2f} s"),
+        (f"{label} completed", f"{ceiling.completed} of {ceiling.workflows}"),
+        (f"{label} CPU", ceiling.cpu.line()),
+        (
+            f"{label} cost/workflow: events, tasks, actions",
+            f"{costs.events / per:.1f}, {costs.workflow_tasks / per:.2f}, "
+            f"{costs.total_actions / per:.2f}",
+        ),
+        (f"ratio a/{label.strip('()')}", f"{a_rate / rate:.2f}"),
+    ]
+
+
 def check(
     args: argparse.Namespace,
     stack: StackResult,
-    ceiling: CeilingResult | None,
+    ceilings: list[CeilingResult],
     tls: StackResult | None = None,
 ) -> list[str]:
-    problems = [] if tls is None else [f"TLS: {p}" for p in check(args, tls, None)]
+    problems = [] if tls is None else [f"TLS: {p}" for p in check(args, tls, [])]
     if stack.status != "FINISHED":
         problems.append(f"the job ended {stack.status}")
     if stack.total != args.devices or stack.successful != args.devices:
@@ -467,8 +501,11 @@ def check(
         problems.append(
             f"the simulator saw {stack.requests} requests and {stack.duplicates} duplicates"
         )
-    if ceiling is not None and ceiling.completed != ceiling.workflows:
-        problems.append(f"{ceiling.completed} of {ceiling.workflows} minimal workflows completed")
+    problems += [
+        f"{c.completed} of {c.workflows} {c.label} workflows completed"
+        for c in ceilings
+        if c.completed != c.workflows
+    ]
     return problems
 
 

@@ -1,4 +1,5 @@
-"""The server's ceiling: the smallest workflow that runs one activity, and a worker for it.
+"""The server's ceilings: the smallest workflow that runs one activity, the smallest that runs
+none, and a worker for both.
 
 ``python -m bench.fanout`` starts N of these straight from a client to measure what the Temporal
 server, the SDK and the worker process layout can do at all, with none of the engine's work.
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from core.temporal import connect
 
 WORKFLOW_TYPE = "MinimalWorkflow"
+NO_ACTIVITY_WORKFLOW_TYPE = "MinimalNoActivityWorkflow"
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
 log = logging.getLogger("bench.minimal")
@@ -43,6 +45,15 @@ class MinimalWorkflow:
         return await workflow.execute_activity(noop, index, start_to_close_timeout=ACTIVITY_TIMEOUT)
 
 
+@workflow.defn(name=NO_ACTIVITY_WORKFLOW_TYPE)
+class NoActivityWorkflow:
+    """The least a workflow per device can cost: one workflow task, started and completed."""
+
+    @workflow.run
+    async def run(self, index: int) -> int:
+        return index
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
@@ -55,7 +66,7 @@ async def main() -> None:
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[MinimalWorkflow],
+        workflows=[MinimalWorkflow, NoActivityWorkflow],
         activities=[noop],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
