@@ -62,6 +62,7 @@ async def running_worker(
                 devices.send_request,
                 targets.count_targets,
                 targets.read_targets,
+                targets.read_joins,
                 callbacks.deliver,
             ],
             max_concurrent_activities=settings.worker_max_concurrent_activities,

@@ -18,6 +18,8 @@ class TargetCount(BaseModel):
     total: int
     not_provisioned: list[str] = []
     duplicated: list[str] = []
+    # Tags: the latest tag join before the count, where a continuous job reads joins from.
+    last_join: int = 0
 
 
 class ReadTargetsInput(BaseModel):
@@ -38,6 +40,23 @@ class TargetPage(BaseModel):
     done: bool
 
 
+class ReadJoinsInput(BaseModel):
+    tags: list[str]
+    after: int
+    limit: int
+
+
+class JoinedPage(BaseModel):
+    """Devices that joined the tags, each with the number of its join, in join order; ``last``
+    is the number of the last join read, the next read's ``after``."""
+
+    devices: list[Device]
+    joins: list[int]
+    last: int
+    # Whether ``limit`` joins were read: more may be waiting.
+    more: bool
+
+
 class InventoryActivities:
     def __init__(self, inventory: Inventory) -> None:
         self._inventory = inventory
@@ -45,7 +64,11 @@ class InventoryActivities:
     @activity.defn(name="count_targets")
     async def count_targets(self, input: CountTargetsInput) -> TargetCount:
         if input.selection.tags:
-            return TargetCount(total=await self._inventory.count_with_tags(input.selection.tags))
+            # The joins' cursor first: a device tagged after it is either counted too (and
+            # reached once: continuous jobs name operations by device) or read as a join.
+            last_join = await self._inventory.last_tag_join()
+            total = await self._inventory.count_with_tags(input.selection.tags)
+            return TargetCount(total=total, last_join=last_join)
         unique, duplicated = input.selection.unique_listed()
         found: set[str] = set()
         for i in range(0, len(unique), 1000):
@@ -70,4 +93,16 @@ class InventoryActivities:
             positions=[i for i, _ in found],
             next_index=next_index,
             done=next_index >= len(unique),
+        )
+
+    @activity.defn(name="read_joins")
+    async def read_joins(self, input: ReadJoinsInput) -> JoinedPage:
+        found, last, more = await self._inventory.devices_joined(
+            input.tags, input.after, input.limit
+        )
+        return JoinedPage(
+            devices=[device for device, _ in found],
+            joins=[seq for _, seq in found],
+            last=last,
+            more=more,
         )

@@ -136,6 +136,7 @@ def job_input(
             window=settings.job_window,
             start_batch=settings.job_start_batch,
             page_size=settings.target_page_size,
+            join_poll_ms=round(settings.continuous_poll_s * 1000),
         ),
         late_answer_grace_ms=settings.late_answer_grace_ms,
     )

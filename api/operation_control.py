@@ -187,7 +187,8 @@ def _rerun_request(
 ) -> JobRequest:
     """The source job's request on ``devices``: the same type, parameters (each device's own,
     for a job on ``entitiesWithParameters``), operation parameters, rollout, notes and
-    callback; active, started at once, and with the source's deadline unless it has passed."""
+    callback; active, started at once, not continuous, and with the source's deadline unless it
+    has passed."""
     selection = source.target.append if source.target else None
     # In the order of the source job's list (a canary first stays first); by id for tags.
     listed = selection.listed_ids() if selection is not None else []
@@ -201,6 +202,9 @@ def _rerun_request(
     else:
         data["target"] = {"append": {"entities": ordered}}
     data["active"] = True
+    # A rerun is of the devices listed: it does not wait for more (a continuous source's
+    # rerun runs once on the devices it names).
+    data["continuous"] = False
     stop = source.schedule.stop if source.schedule else None
     data.pop("schedule", None)
     if stop is not None and (stop.date is None or stop.date > now):

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Devices read from the inventory per activity call while a job resolves its targets.
     target_page_size: int = Field(default=500, ge=1, le=5000)
 
+    # Continuous jobs read the devices that joined their tags this often (seconds): the longest a
+    # joining device waits for its operation while the job has room (docs/engine.md).
+    continuous_poll_s: float = Field(default=10.0, ge=0.5, le=3600)
+
     # How long an operation cancelled by timeout still records a late answer (SPEC 3.2).
     late_answer_grace_ms: int = Field(default=300_000, ge=0, le=24 * 3600 * 1000)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -38,6 +38,31 @@ class TagRow(Base):
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
     device_id: Mapped[str] = mapped_column(
         _device_id(), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class TagJoinRow(Base):
+    """A device gaining a tag, numbered in the order the joins were committed: what continuous
+    jobs read to reach the devices that join their tags (docs/engine.md, "Continuous jobs")."""
+
+    __tablename__ = "tag_joins"
+
+    # Never reused (SQLite's AUTOINCREMENT; a PostgreSQL sequence), so a job's cursor into the
+    # joins only ever moves forward. Joins are inserted under one lock (inventory/store.py), so
+    # numbers are also committed in order and a reader never skips a join committed late.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tag: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str] = mapped_column(
+        _device_id(), ForeignKey("devices.id", ondelete="CASCADE")
+    )
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_tag_joins_tag_seq", "tag", "seq"),
+        Index("ix_tag_joins_device", "device_id"),
+        {"sqlite_autoincrement": True},
     )
 
 

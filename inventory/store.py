@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from inventory import keys
-from inventory.schema import ApiKeyRow, Base, CertificateRow, DeviceRow, TagRow
+from inventory.schema import ApiKeyRow, Base, CertificateRow, DeviceRow, TagJoinRow, TagRow
 from models.certificates import BoundCertificate
 from models.devices import ApiKey, Device, DeviceIn, DeviceUpdate, NewApiKey, ProvisionedDevice
 from models.enums import Role
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # Ids per IN (...) list: below SQLite's bound-parameter limit.
 _IN_CHUNK = 5000
+# PostgreSQL advisory locks: one creator of the tables, one writer of tag joins at a time.
+_SCHEMA_LOCK = 7411
+_TAG_JOINS_LOCK = 7412
 
 
 class DeviceExists(Exception):
@@ -84,7 +87,9 @@ class Inventory:
         async with self.engine.begin() as conn:
             if self.engine.url.get_backend_name() == "postgresql":
                 # API and workers start together: one creates the tables, the others wait.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(7411)"))
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
             await conn.run_sync(Base.metadata.create_all)
 
     async def close(self) -> None:
@@ -130,8 +135,9 @@ class Inventory:
                 )
                 created.append(ProvisionedDevice(**d.model_dump(), api_key=secret))
             try:
-                # The keys point at their devices: the devices go in first.
+                # The keys and joins point at their devices: the devices go in first.
                 await session.flush()
+                await self._record_joins(session, [(d.id, t) for d in created for t in d.tags], now)
                 session.add_all(key_rows)
                 await session.commit()
             except IntegrityError as exc:  # a concurrent request took one of the ids
@@ -164,7 +170,10 @@ class Inventory:
             if "address" in fields:
                 row.address = update.address
             if "tags" in fields:
+                had = {t.tag for t in row.tags}
                 row.tags = [TagRow(tag=t) for t in update.tags or []]
+                joined = [(device_id, t) for t in update.tags or [] if t not in had]
+                await self._record_joins(session, joined, datetime.now(UTC))
             await session.commit()
             return _device(row)
 
@@ -172,6 +181,7 @@ class Inventory:
         async with self.session() as session:
             await session.execute(delete(ApiKeyRow).where(ApiKeyRow.device_id == device_id))
             await session.execute(delete(TagRow).where(TagRow.device_id == device_id))
+            await session.execute(delete(TagJoinRow).where(TagJoinRow.device_id == device_id))
             result = await session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
             await session.commit()
             return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -213,6 +223,59 @@ class Inventory:
                 select(DeviceRow).where(DeviceRow.id.in_(ids)).order_by(DeviceRow.id)
             )
             return [_device(r) for r in rows]
+
+    async def _record_joins(
+        self, session: AsyncSession, joins: Sequence[tuple[str, str]], at: datetime
+    ) -> None:
+        """Number each (device, tag) join, in the transaction that gives the tag.
+
+        On PostgreSQL the transaction first takes a lock that writers of joins share, held to
+        its commit: a join's number is then drawn only after every smaller one was committed,
+        and a continuous job reading past number n never misses a join committed after it read.
+        SQLite has one writer at a time anyway.
+        """
+        if not joins:
+            return
+        if self.engine.url.get_backend_name() == "postgresql":
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TAG_JOINS_LOCK}
+            )
+        session.add_all(TagJoinRow(device_id=d, tag=t, joined_at=at) for d, t in joins)
+        await session.flush()
+
+    async def last_tag_join(self) -> int:
+        """The number of the latest tag join (0 before any): where a continuous job starts
+        reading joins, taken before it reads its tags' devices, so none falls in between."""
+        async with self.session() as session:
+            return (await session.scalar(select(func.max(TagJoinRow.seq)))) or 0
+
+    async def devices_joined(
+        self, tags: Sequence[str], after: int, limit: int
+    ) -> tuple[list[tuple[Device, int]], int, bool]:
+        """Devices that joined one of ``tags`` after join number ``after`` and still carry one.
+
+        Reads the next ``limit`` joins in the order they were committed; answers each device of
+        them once, with the number of its latest join, in that order; the number of the last
+        join read (``after`` when there was none), the cursor of the next read; and whether
+        ``limit`` joins were read, so more may follow.
+        """
+        joins = (
+            select(TagJoinRow.seq, TagJoinRow.device_id)
+            .where(TagJoinRow.tag.in_(list(tags)), TagJoinRow.seq > after)
+            .order_by(TagJoinRow.seq)
+            .limit(limit)
+        )
+        async with self.session() as session:
+            read = (await session.execute(joins)).all()
+            if not read:
+                return [], after, False
+            latest = {device_id: seq for seq, device_id in read}
+            tagged = select(TagRow.device_id).where(
+                TagRow.tag.in_(list(tags)), TagRow.device_id.in_(list(latest))
+            )
+            rows = await session.scalars(select(DeviceRow).where(DeviceRow.id.in_(tagged)))
+            found = sorted(((_device(r), latest[r.id]) for r in rows), key=lambda pair: pair[1])
+            return found, read[-1][0], len(read) == limit
 
     async def count_with_tags(self, tags: Sequence[str]) -> int:
         query = select(func.count(func.distinct(TagRow.device_id))).where(

@@ -289,6 +289,13 @@ class JobRequest(StrictWireModel):
     schedule: JobSchedule | None = None
     operation_parameters: OperationParameters = OperationParameters()
     rollout: Rollout | None = None
+    continuous: bool = Field(
+        default=False,
+        description=(
+            "(beyond OpenGate) keep a job on tags open until its schedule.stop: a device that "
+            "gains one of its tags meanwhile gets the operation once"
+        ),
+    )
     # Set by the server on a job created by ``POST /operation/jobs/{id}/rerun``; a client's
     # value is ignored, as its ``user`` is.
     rerun_of: JobRef | None = Field(
@@ -303,6 +310,8 @@ class JobRequest(StrictWireModel):
             raise ValueError('a job\'s target is {"append": {...}}')
         if self.active and self.target is None:
             raise ValueError("an active job needs a target")
+        if self.continuous:
+            self._check_continuous()
         if self.callback:
             self.notify = True  # SPEC 3.1: a callback implies notify
         if not is_stored(info):
@@ -314,6 +323,18 @@ class JobRequest(StrictWireModel):
                     "per-device parameters and notes small"
                 )
         return self
+
+    def _check_continuous(self) -> None:
+        if self.target is None or not self.target.selection.tags:
+            raise ValueError(
+                "a continuous job targets tags: the devices that gain them join it while it runs"
+            )
+        if self.schedule is None or self.schedule.stop is None:
+            raise ValueError("a continuous job needs a schedule.stop: it runs until then")
+        if self.rollout is not None and self.rollout.groups:
+            raise ValueError(
+                "a continuous job has no staged groups: they are shares of a fixed fleet"
+            )
 
     def waiting_status(self, created_at: datetime, now: datetime) -> JobStatus | None:
         """IDLE (inactive) or SCHEDULED (its start still ahead) for a job that does not run yet

@@ -35,6 +35,8 @@ class FanOutSettings(BaseModel):
     # Our own guards, below Temporal's hard limits (51,200 events, 10,000 signals per run).
     max_history_events: Annotated[int, between(100, 40_000)] = 8_000
     max_signals_per_run: Annotated[int, between(100, 9_000)] = 5_000
+    # Continuous jobs: ms between two reads of the devices that joined their tags.
+    join_poll_ms: Annotated[int, between(500, 3_600_000)] = 10_000
 
 
 class TargetCursor(BaseModel):
@@ -42,6 +44,10 @@ class TargetCursor(BaseModel):
     next_index: int = 0
     after_id: str | None = None
     exhausted: bool = False
+    # Continuous jobs: the last tag join read and handled (every device that joined up to it was
+    # started, or dropped as reached already), and when to read the joins next.
+    joins_after: int = 0
+    next_join_read: datetime | None = None
 
 
 class CallbackInput(BaseModel):

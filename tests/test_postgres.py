@@ -20,6 +20,7 @@ from inventory.store import Inventory
 from models.devices import DeviceIn, DeviceUpdate
 from models.enums import Role
 from tests.stack import running_stack
+from tests.test_continuous import check_joins
 
 SERVER = os.environ.get("FLEET_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 # Ids whose byte order differs from a locale's order (case, punctuation, digits).
@@ -131,3 +132,12 @@ async def test_a_job_on_a_tag_reads_its_targets_from_postgresql(
         assert done["report"]["summary"]["finished"]["successful"] == 30
         reached = {o["entityId"] for o in await stack.operations(job["id"])}
         assert reached == devices
+
+
+async def test_tag_joins_are_read_in_commit_order_on_postgresql(postgres_url: str) -> None:
+    inventory = Inventory.from_url(postgres_url)
+    await inventory.create_schema()
+    try:
+        await check_joins(inventory)
+    finally:
+        await inventory.close()

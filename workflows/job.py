@@ -16,12 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -34,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.inventory import (
         CountTargetsInput,
         InventoryActivities,
+        JoinedPage,
+        ReadJoinsInput,
         ReadTargetsInput,
         TargetPage,
     )
@@ -132,6 +140,9 @@ class JobWorkflow:
         # that points past it. Not carried over: a new run reads again from the cursor.
         self._page: list[tuple[Device, int]] = []
         self._page_end = 0
+        # Whether that page holds devices that joined the tags (a continuous job), each with its
+        # join's number, rather than a page of the targets.
+        self._page_of_joins = False
         # Child starts issued and not yet acknowledged by the server.
         self._starts: set[asyncio.Task[None]] = set()
         # The children this run started and follows to their completion, by operation id.
@@ -278,6 +289,10 @@ class JobWorkflow:
         )
         if retargeted and self._state.cursor.counted and self._selection.tags:
             raise ValueError("the tags of a started job do not change; create another job")
+        if change.request is not None and (
+            change.request.continuous != self._input.request.continuous
+        ):
+            raise ValueError("whether a job is continuous does not change; create another job")
         problem = change.request and violations(change.request, workflow.now())
         if problem:
             raise ValueError(f"invalid request: {problem}")
@@ -402,6 +417,8 @@ class JobWorkflow:
                 return
             if self._should_continue_as_new():
                 await self._continue_as_new()
+            if self._joins_due():
+                await self._read_joins()
             if self._can_start():
                 await self._start_batch()
 
@@ -429,6 +446,7 @@ class JobWorkflow:
             or self._should_continue_as_new()
             or self._must_stop()
             or self._group_pause() is not None
+            or self._joins_due()
             or (alarm is not None and alarm.done())
         )
 
@@ -436,7 +454,8 @@ class JobWorkflow:
         """The job's deadline or the start of its next pacing window, whichever comes first."""
         now = workflow.now()
         pace = pace_reset(self._input.request.rollout, self._state, now)
-        moments = [m for m in (self._deadline(), pace) if m is not None and m > now]
+        joins = self._state.cursor.next_join_read if self._reads_joins() else None
+        moments = [m for m in (self._deadline(), pace, joins) if m is not None and m > now]
         return min(moments) if moments else None
 
     def _next_deadline(self) -> timedelta | None:
@@ -578,6 +597,7 @@ class JobWorkflow:
             retry_policy=INVENTORY_RETRY,
         )
         self._state.counts.add(Bucket.SCHEDULED, count.total)
+        self._state.cursor.joins_after = count.last_join
         self._state.target_report.not_provisioned = count.not_provisioned
         self._state.target_report.duplicated = count.duplicated
         self._state.cursor.counted = True
@@ -614,7 +634,76 @@ class JobWorkflow:
         return has_targets and self._room() > 0
 
     def _finished(self) -> bool:
-        return self._state.cursor.exhausted and not self._page and not self._state.in_flight
+        state = self._state
+        # A continuous job stays open for joins until its stop (or a cancel) ends it.
+        open_for_joins = self._input.request.continuous and state.stopping is None
+        return (
+            state.cursor.exhausted
+            and not self._page
+            and not state.in_flight
+            and (not open_for_joins)
+        )
+
+    # --- continuous jobs: the devices that join the tags ---
+
+    def _reads_joins(self) -> bool:
+        """A continuous job past its targets' last page, running: it reads joins now and then."""
+        state = self._state
+        return (
+            self._input.request.continuous
+            and state.cursor.exhausted
+            and not self._page
+            and state.stopping is None
+            and state.status == JobStatus.IN_PROGRESS
+        )
+
+    def _joins_due(self) -> bool:
+        if not self._reads_joins() or self._room() <= 0:
+            return False
+        due = self._state.cursor.next_join_read
+        return due is None or workflow.now() >= due
+
+    async def _read_joins(self) -> None:
+        """Read the next devices that joined the job's tags: those not started by this job yet
+        join its total and are started like a page of targets."""
+        state = self._state
+        cursor = state.cursor
+        page: JoinedPage = await workflow.execute_local_activity_method(
+            InventoryActivities.read_joins,
+            ReadJoinsInput(
+                tags=self._selection.tags or [],
+                after=cursor.joins_after,
+                limit=self._input.fan_out.page_size,
+            ),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+            summary="devices that joined the job's tags",
+        )
+        # A full page: read on at once; otherwise wait for the next joins.
+        wait = 0 if page.more else self._input.fan_out.join_poll_ms
+        cursor.next_join_read = workflow.now() + timedelta(milliseconds=wait)
+        # Operations still open are not started again; closed ones are refused by the server.
+        new = [
+            (device, join)
+            for device, join in zip(page.devices, page.joins, strict=True)
+            if self._operation_id_for(device) not in state.in_flight
+        ]
+        self._page = new
+        self._page_end = page.last
+        self._page_of_joins = True
+        if not new:
+            cursor.joins_after = page.last
+            return
+        state.counts.add(Bucket.SCHEDULED, len(new))
+        self._dirty = True
+
+    def _operation_id_for(self, device: Device) -> str:
+        """A continuous job names each device's operation after the job and the device, so a
+        device read twice (counted at the start and read as a join, or tagged again after its
+        operation closed) cannot get a second one: the server refuses the second start."""
+        if not self._input.request.continuous:
+            return str(workflow.uuid4())
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fleetops:job/{self._input.job_id}/{device.id}"))
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -631,8 +720,11 @@ class JobWorkflow:
         del self._page[: len(batch)]
         count_paced(self._input.request.rollout, self._state, workflow.now(), len(batch))
         cursor = self._state.cursor
+        if self._page_of_joins:
+            self._start_joined(batch)
+            return
         for device, position in batch:
-            operation_id = str(workflow.uuid4())
+            operation_id = self._operation_id_for(device)
             self._state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
             self._state.counts.move(Bucket.SCHEDULED, Bucket.PENDING_EXECUTION)
             count_started(self._state, operation_id)
@@ -645,8 +737,25 @@ class JobWorkflow:
         if not self._page:
             cursor.next_index = self._page_end
 
+    def _start_joined(self, batch: list[tuple[Device, int]]) -> None:
+        cursor = self._state.cursor
+        for device, join in batch:
+            operation_id = self._operation_id_for(device)
+            if operation_id in self._state.in_flight:  # read again while its first is open
+                self._state.counts.add(Bucket.SCHEDULED, -1)
+            else:
+                self._state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
+                self._state.counts.move(Bucket.SCHEDULED, Bucket.PENDING_EXECUTION)
+                start = asyncio.create_task(self._start_operation(operation_id, device))
+                self._starts.add(start)
+                start.add_done_callback(self._starts.discard)
+            cursor.joins_after = join
+        if not self._page:
+            cursor.joins_after = self._page_end
+
     async def _read_page(self) -> None:
         cursor = self._state.cursor
+        self._page_of_joins = False
         page: TargetPage = await workflow.execute_activity_method(
             InventoryActivities.read_targets,
             ReadTargetsInput(
@@ -704,8 +813,20 @@ class JobWorkflow:
                 ),
                 memo={OPERATION_MEMO: initial_operation(op_input)},
                 static_summary=f"{request.name} → {device.id}",
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.REJECT_DUPLICATE
+                    if request.continuous
+                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                ),
             )
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+            if request.continuous and isinstance(err, WorkflowAlreadyStartedError):
+                # This device's operation in this job ran already: it leaves the total it
+                # joined, and its first operation's result stays counted.
+                self._state.in_flight.pop(operation_id, None)
+                self._state.counts.add(Bucket.PENDING_EXECUTION, -1)
+                self._dirty = True
+                return
             workflow.logger.warning(
                 "operation %s on %s not started: %s", operation_id, device.id, err
             )
@@ -748,7 +869,10 @@ class JobWorkflow:
         # Every start must be acknowledged before this run ends, and every signal handled.
         await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
         await self._hand_over_children()
-        if self._page:
+        if self._page and self._page_of_joins:
+            # The rest of the joins are read again from the cursor by the next run.
+            self._state.counts.add(Bucket.SCHEDULED, -len(self._page))
+        elif self._page:
             # The rest of the page is read again from the cursor by the next run.
             self._state.cursor.exhausted = False
         self._state.runs += 1
