@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from activities.callbacks import CallbackActivities
 from activities.devices import DeviceActivities
 from activities.inventory import InventoryActivities
+from activities.runs import RunActivities
 from core.metrics import metrics_address, on_runtime, worker_runtime
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -53,6 +54,7 @@ async def running_worker(
     ):
         devices = DeviceActivities(http)
         targets = InventoryActivities(inventory)
+        runs = RunActivities()
         callbacks = CallbackActivities(callback_http, client, settings.callback_secret)
         worker = Worker(
             client,
@@ -63,6 +65,7 @@ async def running_worker(
                 targets.count_targets,
                 targets.read_targets,
                 targets.read_joins,
+                runs.retire_run,
                 callbacks.deliver,
             ],
             max_concurrent_activities=settings.worker_max_concurrent_activities,

@@ -36,7 +36,7 @@ from inventory.store import Inventory
 from models.devices import ApiKey
 from models.enums import CancelReason, OperationStatus
 from models.jobs import MAX_LISTED_ENTITIES, Job, JobRequest
-from models.messages import OperationStop
+from models.messages import JobChange, OperationRetry, OperationStop
 from models.operations import Operation
 from models.rerun import RerunFilter
 
@@ -100,6 +100,59 @@ async def _describe(client: Client, job_id: str, operation_id: str) -> WorkflowE
     ):
         raise _not_in_job(job_id, operation_id)
     return description
+
+
+# --- retry one operation ---
+
+# Manual retries of one operation, as AWS IoT Jobs bounds them: past this, rerun the job.
+MAX_MANUAL_RETRIES = 10
+
+
+async def retry_operation(
+    client: Client, inventory: Inventory, job_id: str, operation_id: str
+) -> Operation:
+    """Send a closed operation of a running job again: a new attempt of the same operation id,
+    to the device as the inventory has it now. The job's counters move it back in progress.
+    404 for an unknown job or an operation not of this job, 409 for an operation still open or
+    retried too often or whose device is gone, 400 code 1015 for a job that is closing or closed.
+    """
+    await job_service.read_job(client, job_id)
+    description = await _describe(client, job_id, OPERATION_IDS.known(operation_id))
+    operation = await job_service.operation_of(description)
+    if not operation.status.is_closed:
+        raise ApiError(
+            409,
+            f"Operation {operation_id} is still open ({operation.status.value}): only a closed "
+            "operation is retried",
+            context=[("operationId", operation_id)],
+        )
+    retried = operation.manual_retries or 0
+    if retried >= MAX_MANUAL_RETRIES:
+        raise ApiError(
+            409,
+            f"Operation {operation_id} was retried {retried} times, the most one operation is: "
+            "rerun the job on its device instead",
+            context=[("operationId", operation_id)],
+        )
+    device = await inventory.get_device(operation.entity_id)
+    if device is None:
+        raise ApiError(
+            409,
+            f"Device {operation.entity_id} of operation {operation_id} is no longer provisioned",
+            context=[("operationId", operation_id)],
+        )
+    retry = OperationRetry(
+        operation_id=operation_id,
+        device=device,
+        run_id=description.run_id,
+        result=operation.result,
+        cancel_reason=operation.cancel_reason,
+        attempts_before=operation.attempts.current,
+        out_of_time=bool(operation.out_of_time),
+        manual_retries=retried + 1,
+    )
+    await job_service.change_job(client, job_id, JobChange(retry=retry))
+    return await job_service.operation_of(await _describe(client, job_id, operation_id))
 
 
 def _not_in_job(job_id: str, operation_id: str) -> ApiError:

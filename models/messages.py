@@ -188,6 +188,24 @@ def group_reports(state: JobState, groups: list[RolloutGroup]) -> list[GroupRepo
     return reports
 
 
+class OperationRetry(BaseModel):
+    """(beyond OpenGate) POST .../operations/{id}/retry: send a closed operation again, as a new
+    attempt of the same operation id, to the device as the inventory has it now."""
+
+    operation_id: str
+    device: Device
+    # The closed execution, whose history the job retires before starting the new one, and how
+    # it ended: the job moves the operation out of that bucket.
+    run_id: str
+    result: ResultCode | None = None
+    cancel_reason: CancelReason | None = None
+    attempts_before: int = 0
+    # Whether it answered after its timeout (its run then closed): nothing left to wait for.
+    out_of_time: bool = False
+    # This retry's number: 1 for an operation's first retry by an operator.
+    manual_retries: int = 1
+
+
 class JobChange(BaseModel):
     """Update of a running job: the PUT of SPEC 3.1 (a whole new request) or a cancel."""
 
@@ -195,6 +213,8 @@ class JobChange(BaseModel):
     cancel: bool = False
     # (beyond OpenGate) POST .../groups/next: start the next rollout group now.
     next_group: bool = False
+    # (beyond OpenGate) POST .../operations/{id}/retry.
+    retry: OperationRetry | None = None
 
 
 class OperationInput(BaseModel):
@@ -217,6 +237,10 @@ class OperationInput(BaseModel):
     # Whether the first push of an attempt may run as a local activity (False for inputs written
     # before: their histories hold the push as an activity).
     push_locally: bool = False
+    # Attempts earlier executions of this operation made (an operator's retry): this execution's
+    # attempts are numbered after them.
+    attempts_before: Annotated[int, between(0, 10_000)] = 0
+    manual_retries: Annotated[int, between(0, 1_000)] = 0
 
 
 class OperationProgress(BaseModel):

@@ -61,6 +61,8 @@ class Operation(WireModel):
     # Beyond OpenGate: why a CANCELLED operation was cancelled (SPEC 3.2's reasons), the same
     # value the job counts it under; absent while open and for answered operations.
     cancel_reason: CancelReason | None = None
+    # Beyond OpenGate: how many times an operator retried this operation (absent when never).
+    manual_retries: int | None = None
 
 
 class OperationList(WireModel):

@@ -66,8 +66,15 @@ async def start_dev_server(extra_args: list[str] | None = None) -> WorkflowEnvir
             Settings(_env_file=None),
             os.environ,
             log_level="error",
-            # As the SDK's start_local had it: no call home from every test run.
-            dynamic_config={"frontend.enableServerVersionCheck": False},
+            dynamic_config={
+                # As the SDK's start_local had it: no call home from every test run.
+                "frontend.enableServerVersionCheck": False,
+                # A deleted run (an operation an operator retried) leaves visibility once the
+                # server's queues record their progress: every 30 s by default, every second
+                # here, so a test sees it gone in seconds.
+                "history.transferProcessorUpdateAckInterval": "1s",
+                "history.visibilityProcessorUpdateAckInterval": "1s",
+            },
             extra=extra_args or [],
         )
     except BaseException:

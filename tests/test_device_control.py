@@ -9,13 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from api.errors import ApiError
 from api.operation_control import _rerun_request
+from core.temporal import job_workflow_id, operation_workflow_id
 from models.enums import CancelReason, OperationStatus, ResultCode
 from models.jobs import JobRequest
 from models.operations import Operation
 from models.rerun import RerunFilter, cancel_reason
+from simulator.fleet import Behaviour, Mode
 from tests.stack import Stack, eventually, failed_workflow_tasks
 
 JOBS = "/north/v80/operation/jobs"
@@ -182,6 +185,147 @@ async def test_cancelling_an_operation_refuses_what_is_not_there(stack: Stack) -
     done = await stack.wait_finished(first["id"])
     assert done["report"]["summary"]["finished"]["cancelled"]["byUser"] == 1
     assert (await stack.api.delete(f"{JOBS}/{second['id']}")).status_code == 200
+
+
+async def test_retrying_one_operation_sends_it_again_and_the_counters_follow(
+    stack: Stack,
+) -> None:
+    flaky, broken, fine, slow = [d["id"] for d in await stack.provision(4, prefix="rty-")]
+    # The flaky device fails the first request of an operation and takes the next; the broken
+    # one always fails; the slow one keeps the job open (8 s after acknowledging).
+    stack.fleet.behaviours[flaky] = Behaviour(fail_first=1)
+    stack.fleet.behaviours[broken] = Behaviour(result_code="ERROR_PROCESSING")
+    stack.fleet.behaviours[slow] = Behaviour(mode=Mode.ASYNC, delay_ms=8000)
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"entities": [flaky, broken, fine, slow]}},
+        }
+    )
+    path = f"{JOBS}/{job['id']}/operations"
+
+    async def three_closed() -> dict[str, dict[str, Any]]:
+        summary = await summary_of(stack, job["id"])
+        assert summary["finished"]["error"] == 2 and summary["finished"]["successful"] == 1
+        assert summary["inProgress"]["started"] == 1, summary
+        return {o["entityId"]: o for o in await stack.operations(job["id"])}
+
+    operations = await eventually(three_closed)
+    first = operations[flaky]
+    assert (first["status"], first["result"]) == ("FINISHED", "ERROR_PROCESSING")
+    assert first["attempts"]["current"] == 1
+
+    # Still open: nothing to retry. A viewer reads; it does not retry.
+    spec_error(await stack.api.post(f"{path}/{operations[slow]['operationId']}/retry"), 409, 1009)
+    async with stack.as_key(await viewer_key(stack)) as viewer:
+        spec_error(await viewer.post(f"{path}/{first['operationId']}/retry"), 403, 1006)
+    spec_error(await stack.api.post(f"{path}/{uuid.uuid4()}/retry"), 404, 1004)
+
+    answer = await stack.api.post(f"{path}/{first['operationId']}/retry")
+    assert answer.status_code == 200, answer.text
+    retried = answer.json()
+    assert retried["operationId"] == first["operationId"] and retried["entityId"] == flaky
+    assert retried["status"] != "FINISHED" or retried["result"] == "SUCCESSFUL", retried
+    assert retried["manualRetries"] == 1
+
+    async def flaky_succeeded() -> dict[str, dict[str, Any]]:
+        summary = await summary_of(stack, job["id"])
+        assert summary["finished"]["successful"] == 2 and summary["finished"]["error"] == 1
+        listed = await stack.operations(job["id"])
+        # One execution stands for the operation: the closed one was retired.
+        assert len([o for o in listed if o["entityId"] == flaky]) == 1, listed
+        return {o["entityId"]: o for o in listed}
+
+    operations = await eventually(flaky_succeeded)
+    again = operations[flaky]
+    assert (again["status"], again["result"]) == ("FINISHED", "SUCCESSFUL")
+    assert again["attempts"]["current"] == 2 and again["manualRetries"] == 1
+    # The device got the same operation twice: its first attempt and the retry.
+    sent = [d.operation_id for d in stack.fleet.deliveries if d.device_id == flaky]
+    assert sent == [first["operationId"], first["operationId"]]
+    # In visibility, as in the Temporal UI, the new run alone.
+    runs = [
+        e
+        async for e in stack.client.list_workflows(
+            f"WorkflowId = '{operation_workflow_id(first['operationId'])}'"
+        )
+    ]
+    assert [r.status for r in runs] == [WorkflowExecutionStatus.COMPLETED], runs
+
+    done = await stack.wait_finished(job["id"], timeout=60)
+    summary = done["report"]["summary"]
+    assert (summary["total"], summary["finished"]["successful"], summary["finished"]["error"]) == (
+        4,
+        3,
+        1,
+    )
+    assert summary["inProgress"]["total"] == 0
+    # The job has closed: its operations are final.
+    spec_error(await stack.api.post(f"{path}/{operations[broken]['operationId']}/retry"), 400, 1015)
+    _, failed = await failed_workflow_tasks(stack)
+    assert failed == []
+
+
+async def test_retrying_an_operation_cancelled_by_timeout_replaces_its_late_window(
+    stack: Stack,
+) -> None:
+    [mute] = [d["id"] for d in await stack.provision(1, prefix="tmo-")]
+    [sleepy] = [d["id"] for d in await stack.provision(1, prefix="zzz-", reachable=False)]
+    # The mute device never answers: its operation is cancelled by timeout after 1.5 s, and its
+    # run stays open for a late answer (20 s in the tests). The sleepy one never connects and
+    # keeps the job open until it is cancelled.
+    stack.fleet.behaviours[mute] = Behaviour(mode=Mode.SILENT)
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"entities": [mute, sleepy]}},
+            "operationParameters": {"timeout": 1500},
+        }
+    )
+
+    async def timed_out() -> dict[str, Any]:
+        summary = await summary_of(stack, job["id"])
+        assert summary["finished"]["cancelled"]["byTimeout"] == 1, summary
+        [operation] = [o for o in await stack.operations(job["id"]) if o["entityId"] == mute]
+        return operation
+
+    operation = await eventually(timed_out)
+    assert operation["cancelReason"] == "byTimeout"
+    # The device is back: the retry reaches it and it answers.
+    stack.fleet.behaviours[mute] = Behaviour()
+    answer = await stack.api.post(f"{JOBS}/{job['id']}/operations/{operation['operationId']}/retry")
+    assert answer.status_code == 200, answer.text
+
+    async def retried_succeeded() -> None:
+        summary = await summary_of(stack, job["id"])
+        assert summary["finished"]["successful"] == 1, summary
+        assert summary["finished"]["cancelled"]["total"] == 0, summary
+
+    await eventually(retried_succeeded)
+    [waiting] = [o for o in await stack.operations(job["id"]) if o["entityId"] == sleepy]
+    cancelled_at = datetime.now(UTC)
+    answer = await stack.api.delete(f"{JOBS}/{job['id']}/operations/{waiting['operationId']}")
+    assert answer.status_code == 200, answer.text
+    done = await stack.wait_finished(job["id"], timeout=30)
+    summary = done["report"]["summary"]
+    assert summary["finished"]["successful"] == 1, summary
+    assert summary["finished"]["cancelled"]["byUser"] == 1, summary
+    assert summary["finished"]["cancelled"]["byTimeout"] == 0, summary
+    # The job did not wait out the retired run's late window (20 s) before its last callback
+    # and its close: its workflow completed right after the last operation closed.
+    await stack.client.get_workflow_handle(job_workflow_id(job["id"])).result()
+    assert (datetime.now(UTC) - cancelled_at).total_seconds() < 10
+
+    # Listed once, its new run: the retired one (terminated in its late window) was deleted.
+    async def listed_once() -> None:
+        final = [o for o in await stack.operations(job["id"]) if o["entityId"] == mute]
+        assert [(o["status"], o["result"], o["attempts"]["current"]) for o in final] == [
+            ("FINISHED", "SUCCESSFUL", 2)
+        ]
+
+    await eventually(listed_once)
+    _, failed = await failed_workflow_tasks(stack)
+    assert failed == []
 
 
 async def test_rerun_takes_exactly_the_failed_devices(stack: Stack) -> None:

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ReadTargetsInput,
         TargetPage,
     )
+    from activities.runs import RetireRunInput, RunActivities
     from core.temporal import (
         ENTITY_ID,
         JOB_CHANGE,
@@ -75,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         OperationInput,
         OperationLate,
         OperationProgress,
+        OperationRetry,
         OperationStop,
         job_memo,
         report,
@@ -153,6 +155,8 @@ class JobWorkflow:
         self._dirty = False
         # Bumped by every change, so waits re-read the request.
         self._revision = 0
+        # Runs of operations an operator retried, which this run may still follow.
+        self._retired_runs: set[str] = set()
         # The fan-out's timers by the moment they fire: started once, never cancelled.
         self._alarms: dict[datetime, asyncio.Task[None]] = {}
 
@@ -212,6 +216,8 @@ class JobWorkflow:
             # cancelled under older code set it in the main loop, in the same workflow task).
             if state.status in _RUNNING and workflow.patched(CANCELLING_IN_ANSWER):
                 self._set_status(JobStatus.CANCELLING)
+        elif change.retry is not None:
+            await self._retry(change.retry)
         elif change.next_group:
             release_next(self._groups, state)
             if state.paused_reason is not None and state.status == JobStatus.PAUSED:
@@ -240,6 +246,34 @@ class JobWorkflow:
         self._revision += 1
         self._dirty = True
         return self.job()
+
+    async def _retry(self, retry: OperationRetry) -> None:
+        """An operator sends a closed operation again: it leaves the bucket it closed in, its
+        closed run is retired (so one execution stands for the operation), and a new run of the
+        same workflow id makes the next attempt, outside the window and the pacing."""
+        state = self._state
+        operation_id = retry.operation_id
+        closed_in = closed_bucket(retry.result, retry.cancel_reason)
+        state.counts.move(closed_in, Bucket.PENDING_EXECUTION)
+        state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
+        if retry.cancel_reason == CancelReason.BY_TIMEOUT and not retry.out_of_time:
+            # Its run was waiting for a late answer, and is retired: the job waits no longer.
+            state.late_pending = max(0, state.late_pending - 1)
+        self._dirty = True
+        # A run this job still follows (one waiting for a late answer) is no longer counted.
+        self._retired_runs.add(retry.run_id)
+        self._children.pop(operation_id, None)
+        await workflow.execute_activity_method(
+            RunActivities.retire_run,
+            RetireRunInput(workflow_id=operation_workflow_id(operation_id), run_id=retry.run_id),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+            summary=f"retire the closed run of operation {operation_id}",
+        )
+        start = asyncio.create_task(self._start_operation(operation_id, retry.device, retry))
+        self._starts.add(start)
+        start.add_done_callback(self._starts.discard)
+        await start
 
     async def _set_active(self, active: bool) -> None:
         """Pause or resume the job on its own (a staged rollout's group), as a PUT would."""
@@ -298,6 +332,11 @@ class JobWorkflow:
             raise ValueError(f"invalid request: {problem}")
         if change.next_group:
             release_next(self._groups, self._state.model_copy(deep=True))
+        if change.retry is not None:
+            if self._state.stopping is not None:  # past its deadline, or being cancelled
+                raise ApplicationError(TRANSITION_ERROR, type=JOB_STATE_TRANSITION)
+            if change.retry.operation_id in self._state.in_flight:
+                raise ValueError(f"operation {change.retry.operation_id} is still open")
 
     # --- the run ---
 
@@ -778,8 +817,13 @@ class JobWorkflow:
         if page.done or scheduled < len(page.devices):
             self._state.counts.add(Bucket.SCHEDULED, len(page.devices) - scheduled)
 
-    async def _start_operation(self, operation_id: str, device: Device) -> None:
+    async def _start_operation(
+        self, operation_id: str, device: Device, retry: OperationRetry | None = None
+    ) -> None:
+        """Start one operation's workflow, or its next run for an operator's ``retry``."""
         request = self._input.request
+        # A continuous job's operations start once per device; a retry is a new run on purpose.
+        once = request.continuous and retry is None
         op_input = OperationInput(
             operation_id=operation_id,
             job_id=self._input.job_id,
@@ -794,6 +838,8 @@ class JobWorkflow:
             late_answer_grace_ms=self._input.late_answer_grace_ms,
             close_by_signal=not self._follows_children,
             push_locally=True,
+            attempts_before=retry.attempts_before if retry else 0,
+            manual_retries=retry.manual_retries if retry else 0,
         )
         try:
             child = await workflow.start_child_workflow(
@@ -815,12 +861,12 @@ class JobWorkflow:
                 static_summary=f"{request.name} → {device.id}",
                 id_reuse_policy=(
                     WorkflowIDReusePolicy.REJECT_DUPLICATE
-                    if request.continuous
+                    if once
                     else WorkflowIDReusePolicy.ALLOW_DUPLICATE
                 ),
             )
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
-            if request.continuous and isinstance(err, WorkflowAlreadyStartedError):
+            if once and isinstance(err, WorkflowAlreadyStartedError):
                 # This device's operation in this job ran already: it leaves the total it
                 # joined, and its first operation's result stays counted.
                 self._state.in_flight.pop(operation_id, None)
@@ -842,6 +888,8 @@ class JobWorkflow:
         try:
             operation = await child
         except ChildWorkflowError as err:  # terminated, failed or timed out by hand
+            if child.first_execution_run_id in self._retired_runs:
+                return  # an operator's retry replaced it: its next run is followed instead
             workflow.logger.warning("operation %s ended abnormally: %r", operation_id, err.cause)
             closed = _cancelled_by_engine(operation_id)
         else:
@@ -852,7 +900,8 @@ class JobWorkflow:
                 cancel_reason=operation.cancel_reason,
             )
         finally:
-            del self._children[operation_id]
+            if child.first_execution_run_id not in self._retired_runs:
+                del self._children[operation_id]
         self._count_closed(closed)
 
     async def _hand_over_children(self) -> None:

@@ -97,9 +97,13 @@ def initial_operation(input: OperationInput) -> Operation:
         parameters=input.parameters,
         notify=input.notify,
         user=input.user,
-        attempts=Attempts(current=0, total=1 + input.operation_parameters.retries),
+        attempts=Attempts(
+            current=input.attempts_before,
+            total=input.attempts_before + 1 + input.operation_parameters.retries,
+        ),
         execution=OperationExecution(activated_date=input.activated_at),
         status=OperationStatus.PENDING_EXECUTION,
+        manual_retries=input.manual_retries or None,
     )
 
 
@@ -237,7 +241,7 @@ class OperationWorkflow:
     async def _attempt(self, attempt: int) -> bool:
         """One delivery of the request and the wait for its final answer; True on timeout."""
         params = self._input.operation_parameters
-        self._op.attempts.current = attempt
+        self._op.attempts.current = self._input.attempts_before + attempt
         self._final, self._handed_out, self._cancel_reason = None, False, None
         self._op.cancel_reason = None
         self._op.steps, self._op.result, self._op.description = [], None, None

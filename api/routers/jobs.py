@@ -114,6 +114,23 @@ async def cancel_operation(
     return operation
 
 
+@router.post(
+    "/{job_id}/operations/{operation_id}/retry",
+    response_model_exclude_none=True,
+    responses=declared(409),
+)
+async def retry_operation(
+    job_id: JobId,
+    operation_id: OperationId,
+    _: Writer,
+    client: TemporalDep,
+    inventory: InventoryDep,
+) -> Operation:
+    """(beyond OpenGate) Send a closed operation of a running job again, as a new attempt of
+    the same operation; the job's counters follow."""
+    return await operation_control.retry_operation(client, inventory, job_id, operation_id)
+
+
 @router.post("/{job_id}/rerun", status_code=201, response_model_exclude_none=True)
 async def rerun_job(
     job_id: JobId,
