@@ -234,14 +234,20 @@ Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 MAX_GROUPS = 20
 
 
+# Tags one rollout group may name.
+MAX_GROUP_TAGS = 10
+
+
 class RolloutGroup(StrictWireModel):
     """(beyond OpenGate) One stage of a staged rollout (workflows/groups.py): the next ``count``
     devices, or ``percent`` of the job's devices, in target order (by device id for tags, in
-    list order for listed ids)."""
+    list order for listed ids), or the devices carrying one of ``tags``; a device is in the
+    first group that takes it."""
 
     name: Annotated[str, text(64, min_length=1)]
     percent: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
     count: Count | None = None
+    tags: Annotated[list[Tag], items(MAX_GROUP_TAGS, min_items=1)] | None = None
     success_threshold: Percent = Field(
         default=0,
         description="share (%) of this group's operations that must succeed before the next "
@@ -257,8 +263,8 @@ class RolloutGroup(StrictWireModel):
     def _one_size(self, info: ValidationInfo) -> RolloutGroup:
         if is_stored(info):
             return self
-        if (self.percent is None) == (self.count is None):
-            raise ValueError("a group has either percent or count")
+        if (self.percent is not None) + (self.count is not None) + (self.tags is not None) != 1:
+            raise ValueError("a group has one of percent, count or tags")
         return self
 
 

@@ -44,6 +44,8 @@ class TargetCursor(BaseModel):
     next_index: int = 0
     after_id: str | None = None
     exhausted: bool = False
+    # Groups by tags: how many devices each percent or count group took before the cursor.
+    group_fill: list[int] = []
     # Continuous jobs: the last tag join read and handled (every device that joined up to it was
     # started, or dropped as reached already), and when to read the joins next.
     joins_after: int = 0
@@ -105,6 +107,10 @@ class JobState(BaseModel):
     # started so far (their positions in target order), the group of each open operation, and
     # why the job paused itself (a group past its error threshold, or short of its success one).
     groups: list[GroupState] = []
+    # Groups by tags: the group whose devices the current pass over the targets starts, and how
+    # many devices each percent or count group takes at most (workflows/groups.py).
+    group_pass: int | None = None
+    group_caps: list[int] = []
     started: int = 0
     group_of: dict[str, int] = {}
     paused_reason: str | None = None

@@ -12,12 +12,15 @@ from models.messages import JobState
 from simulator.fleet import Behaviour
 from tests.stack import Stack, eventually, failed_workflow_tasks
 from workflows.groups import (
+    assign,
+    capacities,
     count_closed,
     count_started,
     group_room,
     group_sizes,
     pause_reason,
     release_next,
+    tag_group_sizes,
 )
 
 JOBS = "/north/v80/operation/jobs"
@@ -100,6 +103,44 @@ def test_a_group_that_closed_short_of_its_success_threshold_pauses_the_job() -> 
         count_closed(state, f"op-{i}", successful=i != 0)
     reason = pause_reason(groups, state)
     assert reason is not None and "short of its success threshold of 100%" in reason[1]
+
+
+def test_a_device_is_in_the_first_group_that_takes_it() -> None:
+    groups = _groups(
+        {"name": "canary", "count": 2},
+        {"name": "line-7", "tags": ["line-7", "line-8"]},
+        {"name": "wave", "percent": 25},
+        {"name": "rest", "tags": ["never"]},
+    )
+    # Target order, with each device's tags.
+    fleet = [
+        ["line-7"],  # 0: the canary takes it first (it has room)
+        [],  # 1: canary
+        ["line-7"],  # 2: line-7
+        [],  # 3: wave (25% of 8 = 2)
+        ["line-8", "x"],  # 4: line-7
+        [],  # 5: wave
+        [],  # 6: no group takes it: the last group
+        ["line-7"],  # 7: line-7
+    ]
+    caps = capacities(groups, len(fleet))
+    assert caps == [2, 0, 2, 0]
+    fill = [0] * len(groups)
+    assert [assign(groups, caps, tags, fill) for tags in fleet] == [0, 0, 1, 2, 1, 2, 3, 1]
+    assert tag_group_sizes(groups, len(fleet), fleet) == [2, 3, 2, 1]
+
+
+def test_a_group_has_one_of_percent_count_or_tags() -> None:
+    for spec in (
+        {"name": "a", "count": 1, "tags": ["t"]},
+        {"name": "a"},
+        {"name": "a", "tags": []},
+    ):
+        try:
+            RolloutGroup.model_validate(spec)
+        except ValueError:
+            continue
+        raise AssertionError(f"{spec} was accepted")
 
 
 # --- on the real stack ---
@@ -238,3 +279,46 @@ async def test_hostile_groups_are_refused_with_the_field_named(stack: Stack) -> 
         assert answer.status_code == 400, (groups, answer.text)
         [error] = answer.json()["errors"]
         assert "groups" in str(error), (groups, error)
+
+
+async def test_groups_by_tag_run_one_after_the_other_wherever_their_devices_are(
+    stack: Stack,
+) -> None:
+    # 30 devices in id order; every third one tagged line-7 (10 of them), spread over the fleet.
+    ids = [d["id"] for d in await stack.provision(30, tags=["site"], prefix="tg-")]
+    line7 = ids[2::3]
+    for device_id in line7:
+        answer = await stack.api.put(
+            f"/north/v80/provision/devices/{device_id}", json={"tags": ["site", "line-7"]}
+        )
+        assert answer.status_code == 200, answer.text
+    # The canary: the first 3 devices whatever their tags (one of them, tg-00003, is line-7's).
+    canary, line7_group = ids[:3], [d for d in line7 if d not in ids[:3]]
+    rest = [d for d in ids if d not in canary and d not in line7_group]
+    job = await _staged_job(
+        stack,
+        "site",
+        [
+            {"name": "canary", "count": 3, "successThreshold": 100},
+            {"name": "line-7", "tags": ["line-7"], "successThreshold": 100},
+            {"name": "rest", "percent": 100},
+        ],
+    )
+    done = await stack.wait_finished(job["id"], timeout=120)
+    assert done["report"]["summary"]["finished"]["successful"] == 30
+    assert [(g["name"], g["total"], g["successful"], g["status"]) for g in done["report"][
+        "groups"]] == [("canary", 3, 3, "DONE"), ("line-7", 9, 9, "DONE"),
+                       ("rest", 18, 18, "DONE")]  # fmt: skip
+
+    # Each group's devices got their requests only after the group before it had succeeded.
+    operations = {o["entityId"]: o for o in await stack.operations(job["id"])}
+    deliveries = (await stack.sim.get("/sim/deliveries")).json()["deliveries"]
+    received = {d["device_id"]: d["received_at"] for d in deliveries}
+    assert sorted(received) == sorted(ids)
+    for before, after in ((canary, line7_group), (line7_group, rest)):
+        last_success = max(_time(operations[d]["execution"]["finishedDate"]) for d in before)
+        assert min(received[d] for d in after) >= last_success, (before, after)
+    stats = (await stack.sim.get("/sim/stats")).json()
+    assert stats["requests"] == 30 and stats["duplicates"] == 0
+    _, failed = await failed_workflow_tasks(stack)
+    assert failed == []

@@ -6,6 +6,11 @@ workflows/policies.py (tests/test_groups.py).
 - Sizes are fixed when the job counts its targets: ``count`` devices, or ``percent`` of the total
   (rounded down, at least one while devices are left), in order; the devices no group took,
   and devices found beyond the count later, join the last group.
+- Groups by ``tags`` take the devices carrying one of their tags, wherever they are in target
+  order: a device is in the first group that takes it (a percent or count group takes the next
+  devices until it is full). Such a job counts each group's devices in one pass over its targets
+  when it starts, then starts the groups one pass each: pass ``i`` reads the targets again and
+  starts the devices of group ``i`` alone (``assign`` decides, the same way every time).
 - Group ``i + 1`` starts when group ``i`` has ``successThreshold`` % of its operations
   successful, or, with a threshold of 0, when every operation of group ``i`` has closed; or at
   once when the operator releases it (``POST .../groups/next``).
@@ -18,6 +23,7 @@ workflows/policies.py (tests/test_groups.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from models.jobs import RolloutGroup
 from models.messages import GroupState, JobState
@@ -36,6 +42,51 @@ def group_sizes(groups: list[RolloutGroup], total: int) -> list[GroupState]:
         left -= size
     states[-1].size += left
     return states
+
+
+def by_tags(groups: list[RolloutGroup] | None) -> bool:
+    """Whether the groups are taken group by group, one pass over the targets each."""
+    return bool(groups) and any(group.tags is not None for group in groups or [])
+
+
+def capacities(groups: list[RolloutGroup], total: int) -> list[int]:
+    """How many devices each percent or count group takes at most (0 for tag groups)."""
+    return [
+        0
+        if group.tags is not None
+        else group.count
+        if group.count is not None
+        else max(1, math.floor(total * (group.percent or 0) / 100))
+        for group in groups
+    ]
+
+
+def assign(
+    groups: list[RolloutGroup], caps: list[int], device_tags: Iterable[str], fill: list[int]
+) -> int:
+    """The group of the next device in target order, which carries ``device_tags``: the first
+    group that takes it. ``fill`` holds how many devices each percent or count group took
+    before it, and is updated; a device no group takes joins the last group."""
+    tags = set(device_tags)
+    for index, group in enumerate(groups):
+        if group.tags is not None:
+            if tags.intersection(group.tags):
+                return index
+        elif fill[index] < caps[index]:
+            fill[index] += 1
+            return index
+    return len(groups) - 1
+
+
+def tag_group_sizes(
+    groups: list[RolloutGroup], total: int, devices_tags: Iterable[Iterable[str]]
+) -> list[int]:
+    """Each group's size, from one pass over the targets' tags in target order."""
+    caps, fill = capacities(groups, total), [0] * len(groups)
+    sizes = [0] * len(groups)
+    for tags in devices_tags:
+        sizes[assign(groups, caps, tags, fill)] += 1
+    return sizes
 
 
 def group_at(state: JobState, position: int) -> int:
@@ -69,6 +120,8 @@ def group_room(groups: list[RolloutGroup] | None, state: JobState) -> int | None
     """How many more operations the groups let start now; None when the job has no groups."""
     if not groups or not state.groups:
         return None
+    if state.group_pass is not None:  # by tags: the pass reads the devices of one group
+        return None if may_start(groups, state, state.group_pass) else 0
     index = group_at(state, state.started)
     if not may_start(groups, state, index):
         return 0
@@ -84,10 +137,17 @@ def group_room(groups: list[RolloutGroup] | None, state: JobState) -> int | None
 def count_started(state: JobState, operation_id: str) -> None:
     if not state.groups:
         return
-    index = group_at(state, state.started)
+    index = group_at(state, state.started) if state.group_pass is None else state.group_pass
     state.group_of[operation_id] = index
     state.groups[index].started += 1
     state.started += 1
+
+
+def uncount_started(state: JobState, operation_id: str) -> None:
+    """An operation counted started that the server refused (its device ran already)."""
+    index = state.group_of.pop(operation_id, None)
+    if index is not None:
+        state.groups[index].started -= 1
 
 
 def count_closed(state: JobState, operation_id: str, successful: bool) -> None:

@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from models.jobs import Job, JobTarget, RolloutGroup, TargetSelection
     from models.messages import (
         CallbackInput,
+        GroupState,
         JobChange,
         JobInput,
         JobState,
@@ -84,12 +85,15 @@ with workflow.unsafe.imports_passed_through():
     from models.operations import Operation
     from models.summary import Bucket, closed_bucket
     from workflows.groups import (
+        by_tags,
         count_closed,
         count_started,
         group_room,
         group_sizes,
+        may_start,
         pause_reason,
         release_next,
+        uncount_started,
     )
     from workflows.operation import OperationWorkflow, initial_operation
     from workflows.policies import (
@@ -486,6 +490,7 @@ class JobWorkflow:
             or self._must_stop()
             or self._group_pause() is not None
             or self._joins_due()
+            or self._next_pass_due()
             or (alarm is not None and alarm.done())
         )
 
@@ -546,6 +551,8 @@ class JobWorkflow:
     def _drop_unstarted(self, bucket: Bucket) -> None:
         state = self._state
         state.cursor.exhausted = True
+        if state.group_pass is not None:  # groups by tags: no pass is left to read
+            state.group_pass = len(state.groups) - 1
         self._page = []
         state.counts.move(Bucket.SCHEDULED, bucket, state.counts[Bucket.SCHEDULED])
         self._dirty = True
@@ -629,10 +636,12 @@ class JobWorkflow:
             workflow.logger.warning("callback %s not delivered: %s", delivery.event, err)
 
     async def _count_targets(self) -> None:
+        tagged = by_tags(self._groups)
         count = await workflow.execute_activity_method(
             InventoryActivities.count_targets,
-            CountTargetsInput(selection=self._selection),
-            start_to_close_timeout=INVENTORY_TIMEOUT,
+            CountTargetsInput(selection=self._selection, groups=self._groups if tagged else None),
+            # Groups by tags read every target once: a minute per ~million devices.
+            start_to_close_timeout=INVENTORY_TIMEOUT * (10 if tagged else 1),
             retry_policy=INVENTORY_RETRY,
         )
         self._state.counts.add(Bucket.SCHEDULED, count.total)
@@ -640,7 +649,12 @@ class JobWorkflow:
         self._state.target_report.not_provisioned = count.not_provisioned
         self._state.target_report.duplicated = count.duplicated
         self._state.cursor.counted = True
-        if self._groups and not self._state.groups:
+        if count.group_sizes is not None and not self._state.groups:
+            self._state.groups = [GroupState(size=size) for size in count.group_sizes]
+            self._state.group_caps = count.group_caps or []
+            self._state.group_pass = 0
+            self._state.cursor.group_fill = [0] * len(count.group_sizes)
+        elif self._groups and not self._state.groups:
             self._state.groups = group_sizes(self._groups, count.total)
 
     @property
@@ -669,18 +683,47 @@ class JobWorkflow:
         state = self._state
         if state.status != JobStatus.IN_PROGRESS or state.stopping is not None:
             return False
-        has_targets = bool(self._page) or not state.cursor.exhausted
+        has_targets = bool(self._page) or not state.cursor.exhausted or self._next_pass_due()
         return has_targets and self._room() > 0
+
+    def _next_pass_due(self) -> bool:
+        """Groups by tags: the current pass has read every target, and the next group may start
+        (its predecessor did well enough, or the operator released it)."""
+        state = self._state
+        groups = self._groups
+        return (
+            groups is not None
+            and state.group_pass is not None
+            and state.group_pass < len(state.groups) - 1
+            and state.cursor.exhausted
+            and not self._page
+            and may_start(groups, state, state.group_pass + 1)
+        )
+
+    def _next_pass(self) -> None:
+        state = self._state
+        assert state.group_pass is not None
+        state.group_pass += 1
+        state.cursor = state.cursor.model_copy(
+            update={
+                "next_index": 0,
+                "after_id": None,
+                "exhausted": False,
+                "group_fill": [0] * len(state.groups),
+            }
+        )
 
     def _finished(self) -> bool:
         state = self._state
         # A continuous job stays open for joins until its stop (or a cancel) ends it.
         open_for_joins = self._input.request.continuous and state.stopping is None
+        last_pass = state.group_pass is None or state.group_pass >= len(state.groups) - 1
         return (
             state.cursor.exhausted
             and not self._page
             and not state.in_flight
-            and (not open_for_joins)
+            and last_pass
+            and not open_for_joins
         )
 
     # --- continuous jobs: the devices that join the tags ---
@@ -736,15 +779,26 @@ class JobWorkflow:
         state.counts.add(Bucket.SCHEDULED, len(new))
         self._dirty = True
 
+    @property
+    def _once_per_device(self) -> bool:
+        """Whether the job may read a device twice and must run it once: a continuous job (a
+        device counted at the start and read as a join, or tagged again after its operation
+        closed), or groups by tags (a device the inventory moved to a later group's pass)."""
+        return self._input.request.continuous or self._state.group_pass is not None
+
     def _operation_id_for(self, device: Device) -> str:
-        """A continuous job names each device's operation after the job and the device, so a
-        device read twice (counted at the start and read as a join, or tagged again after its
-        operation closed) cannot get a second one: the server refuses the second start."""
-        if not self._input.request.continuous:
+        """Such jobs name each device's operation after the job and the device, so a device read
+        twice cannot get a second one: the job skips it while open, the server refuses a second
+        start once closed."""
+        if not self._once_per_device:
             return str(workflow.uuid4())
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fleetops:job/{self._input.job_id}/{device.id}"))
 
     def _should_continue_as_new(self) -> bool:
+        if self._page and self._state.group_pass is not None:
+            # Groups by tags: a pass's cursor is past its page as soon as it is read, so the
+            # page is started before the run hands over (a page costs ~5 events a device).
+            return False
         info = workflow.info()
         return (
             info.is_continue_as_new_suggested()
@@ -753,6 +807,8 @@ class JobWorkflow:
         )
 
     async def _start_batch(self) -> None:
+        if self._next_pass_due():
+            self._next_pass()
         if not self._page:
             await self._read_page()
         batch = self._page[: self._room()]
@@ -764,6 +820,9 @@ class JobWorkflow:
             return
         for device, position in batch:
             operation_id = self._operation_id_for(device)
+            if operation_id in self._state.in_flight:  # read again while its first is open
+                self._state.counts.add(Bucket.SCHEDULED, -1)
+                continue
             self._state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
             self._state.counts.move(Bucket.SCHEDULED, Bucket.PENDING_EXECUTION)
             count_started(self._state, operation_id)
@@ -771,9 +830,10 @@ class JobWorkflow:
             start = asyncio.create_task(self._start_operation(operation_id, device))
             self._starts.add(start)
             start.add_done_callback(self._starts.discard)
-            cursor.after_id = device.id
-            cursor.next_index = position + 1
-        if not self._page:
+            if self._state.group_pass is None:  # a pass's cursor is already past its page
+                cursor.after_id = device.id
+                cursor.next_index = position + 1
+        if not self._page and self._state.group_pass is None:
             cursor.next_index = self._page_end
 
     def _start_joined(self, batch: list[tuple[Device, int]]) -> None:
@@ -793,8 +853,10 @@ class JobWorkflow:
             cursor.joins_after = self._page_end
 
     async def _read_page(self) -> None:
-        cursor = self._state.cursor
+        state = self._state
+        cursor = state.cursor
         self._page_of_joins = False
+        passes = state.group_pass is not None
         page: TargetPage = await workflow.execute_activity_method(
             InventoryActivities.read_targets,
             ReadTargetsInput(
@@ -802,6 +864,10 @@ class JobWorkflow:
                 from_index=cursor.next_index,
                 after_id=cursor.after_id,
                 limit=self._input.fan_out.page_size,
+                group=state.group_pass,
+                groups=(self._groups or []) if passes else [],
+                caps=state.group_caps,
+                fill=cursor.group_fill,
             ),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
@@ -810,20 +876,25 @@ class JobWorkflow:
         self._page = list(zip(page.devices, positions, strict=True))
         self._page_end = page.next_index
         cursor.exhausted = page.done
+        if passes:  # groups by tags: past the whole page at once (the page holds one group)
+            cursor.group_fill = page.fill
+            cursor.after_id = page.last_id
+            cursor.next_index = page.next_index
         # The count was taken when the job started and the inventory may have changed since:
-        # devices beyond the count join the total, and after the last page, counted devices that
-        # are gone leave it, so the summary always adds up.
-        scheduled = self._state.counts[Bucket.SCHEDULED]
-        if page.done or scheduled < len(page.devices):
-            self._state.counts.add(Bucket.SCHEDULED, len(page.devices) - scheduled)
+        # devices beyond the count join the total, and after the last page (of the last pass),
+        # counted devices that are gone leave it, so the summary always adds up.
+        last = not passes or state.group_pass == len(state.groups) - 1
+        scheduled = state.counts[Bucket.SCHEDULED]
+        if (page.done and last) or scheduled < len(page.devices):
+            state.counts.add(Bucket.SCHEDULED, len(page.devices) - scheduled)
 
     async def _start_operation(
         self, operation_id: str, device: Device, retry: OperationRetry | None = None
     ) -> None:
         """Start one operation's workflow, or its next run for an operator's ``retry``."""
         request = self._input.request
-        # A continuous job's operations start once per device; a retry is a new run on purpose.
-        once = request.continuous and retry is None
+        # Some jobs start a device's operation once; a retry is a new run on purpose.
+        once = self._once_per_device and retry is None
         op_input = OperationInput(
             operation_id=operation_id,
             job_id=self._input.job_id,
@@ -871,6 +942,7 @@ class JobWorkflow:
                 # joined, and its first operation's result stays counted.
                 self._state.in_flight.pop(operation_id, None)
                 self._state.counts.add(Bucket.PENDING_EXECUTION, -1)
+                uncount_started(self._state, operation_id)
                 self._dirty = True
                 return
             workflow.logger.warning(
