@@ -388,8 +388,8 @@ async def test_the_openapi_document_describes_the_api(stack: Stack) -> None:
         for status, declared in responses.items():
             if status.startswith(("4", "5")):
                 assert declared["content"]["application/json"]["schema"] == error_ref, where
-        # An action that takes no body (beyond OpenGate: start the next rollout group).
-        if path.endswith("/groups/next"):
+        # Actions that take no body (beyond OpenGate: the next rollout group, one retry).
+        if path.endswith(("/groups/next", "/retry")):
             assert "requestBody" not in operation, where
             assert "400" in responses, where
             continue
