@@ -5,21 +5,16 @@ pushed over real HTTP, its minutes of pacing run in seconds."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from core.temporal import SEARCH_ATTRIBUTES, data_converter, operation_workflow_id
+from core.temporal import operation_workflow_id
 from models.operations import Operation
 from simulator.fleet import Fleet
-from tests.stack import find_binary
 from tests.test_timers import run_job
 
 DEVICES = 140
@@ -31,26 +26,6 @@ RATE = {
     "criterion": "succeeded",
     "maxPerMinute": CEILING,
 }
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    # One server per test, as tests/test_timers.py has it.
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=data_converter,
-    )
-    async with env:
-        # The time-skipping server hangs on unregistered custom search attributes.
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={
-                    k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES
-                },
-            )
-        )
-        yield env
 
 
 def allowed_per_minute(successes: int) -> int:

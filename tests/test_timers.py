@@ -4,47 +4,22 @@ run in seconds. Real activities: pushes go over real HTTP to the simulator, or f
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES, data_converter
 from inventory.store import Inventory
 from models.devices import DeviceIn
 from models.jobs import Job, JobRequest
 from models.messages import JobInput
 from simulator.app import create_app as create_simulator
 from simulator.fleet import Behaviour, Fleet, Mode
-from tests.stack import find_binary, serve
+from tests.stack import serve
 from worker import running_worker
 from workflows.job import JobWorkflow
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    # One server per test: a server shared by these tests once stopped skipping time.
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=data_converter,
-    )
-    async with env:
-        # The time-skipping server hangs on unregistered custom search attributes.
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={
-                    k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES
-                },
-            )
-        )
-        yield env
 
 
 def duration(job: Job) -> timedelta:
