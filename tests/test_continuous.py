@@ -158,6 +158,7 @@ async def test_continuous_requests_the_engine_cannot_run_are_refused(stack: Stac
         "groups": _continuous(
             "line-5", 60_000, rollout={"groups": [{"name": "all", "percent": 100}]}
         ),
+        "null": {**_continuous("line-5", 60_000), "continuous": None},
     }
     for case, request in cases.items():
         answer = await stack.api.post(JOBS, json={"job": {"request": request}})

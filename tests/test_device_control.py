@@ -220,6 +220,11 @@ async def test_retrying_one_operation_sends_it_again_and_the_counters_follow(
     async with stack.as_key(await viewer_key(stack)) as viewer:
         spec_error(await viewer.post(f"{path}/{first['operationId']}/retry"), 403, 1006)
     spec_error(await stack.api.post(f"{path}/{uuid.uuid4()}/retry"), 404, 1004)
+    spec_error(await stack.api.post(f"{path}/nope/retry"), 404, 1004)
+    spec_error(await stack.api.post(f"{path}/{'a' * 65}/retry"), 400, 1001)
+    spec_error(
+        await stack.api.post(f"{JOBS}/{uuid.uuid4()}/operations/{uuid.uuid4()}/retry"), 404, 1004
+    )
 
     answer = await stack.api.post(f"{path}/{first['operationId']}/retry")
     assert answer.status_code == 200, answer.text

@@ -4,6 +4,7 @@ run on when the operator starts the next group."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -271,10 +272,18 @@ async def test_hostile_groups_are_refused_with_the_field_named(stack: Stack) -> 
         [{"name": "a\u0000b", "count": 5}],
         [{"name": "a", "count": 5, "unknown": True}],
         {"name": "a", "count": 5},  # not a list
+        [{"name": "a", "tags": []}],  # tags, but none
+        [{"name": "a", "tags": [f"t{i}" for i in range(11)]}],  # more tags than allowed
+        [{"name": "a", "tags": ["x" * 10_000]}],
+        [{"name": "a", "tags": ["a\ud800"]}],  # a lone surrogate
+        [{"name": "a", "tags": "line-7"}],  # not a list
+        [{"name": "a", "tags": ["t"], "count": 5}],  # tags and a size
     ]
     for groups in hostile:
+        # Sent as escaped JSON: a lone surrogate has no UTF-8 form of its own.
+        body = json.dumps({"job": {"request": {**base, "rollout": {"groups": groups}}}})
         answer = await stack.api.post(
-            JOBS, json={"job": {"request": {**base, "rollout": {"groups": groups}}}}
+            JOBS, content=body, headers={"Content-Type": "application/json"}
         )
         assert answer.status_code == 400, (groups, answer.text)
         [error] = answer.json()["errors"]
