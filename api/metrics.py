@@ -44,6 +44,9 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A scrape waits at most this long for Temporal (Prometheus's own scrape timeout is 10 s).
 COUNT_TIMEOUT = timedelta(seconds=5)
+# The shortest time the counts are reused (FLEET_METRICS_JOBS_CACHE_S is at least this too):
+# GET /metrics needs no key, so without it anyone could make every request a round of queries.
+MIN_JOBS_CACHE_S = 1.0
 
 
 class JobCounts(Collector):
@@ -51,7 +54,7 @@ class JobCounts(Collector):
     most once per ``ttl`` seconds; scrapes in between read the last counts."""
 
     def __init__(self, ttl: float, failures: Counter) -> None:
-        self._ttl = ttl
+        self._ttl = max(ttl, MIN_JOBS_CACHE_S)
         self._failures = failures
         self._counts: dict[str, int] | None = None
         self._at = -math.inf

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from cli import params
 from cli.common import OutputOption, PageOption, SizeOption, build, client, handled
@@ -17,6 +18,7 @@ from cli.render import (
     emit,
     jobs_table,
     keys_table,
+    plain,
     print_json,
     stdout,
     task_view,
@@ -122,7 +124,7 @@ def create_task(
     if output is Output.JSON:
         print_json(created)
     else:
-        stdout().print(f"Created task [bold]{created.id}[/bold]", highlight=False)
+        stdout().print(Text.assemble("Created task ", plain(created.id, style="bold")))
         stdout().print(task_view(created))
 
 
@@ -174,7 +176,7 @@ def delete_task(ctx: typer.Context, task_id: TaskId) -> None:
     """Delete a task: it creates no more jobs; those it created stay."""
     with client(ctx) as api:
         api.delete_task(task_id)
-    stdout().print(f"Deleted task {task_id}", highlight=False)
+    stdout().print(plain(f"Deleted task {task_id}"))
 
 
 # -- operation types ------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def create_key(
         return
     out = stdout()
     out.print(keys_table([created]))
-    out.print(f"API key (shown once): {created.api_key}", highlight=False, soft_wrap=True)
+    out.print(plain(f"API key (shown once): {created.api_key}"), soft_wrap=True)
 
 
 @keys.command("delete")
@@ -242,4 +244,4 @@ def delete_key(
     """Revoke a key at once."""
     with client(ctx) as api:
         api.delete_key(key_id)
-    stdout().print(f"Deleted key {key_id}", highlight=False)
+    stdout().print(plain(f"Deleted key {key_id}"))

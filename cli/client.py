@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -13,7 +15,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cli.config import Settings
-from cli.errors import ApiProblem, ConnectionProblem, UsageProblem
+from cli.errors import ApiProblem, ConnectionProblem, Unreachable, UsageProblem
 from models.bounds import STORED
 from models.devices import (
     ApiKey,
@@ -38,6 +40,8 @@ from models.operations import Operation, OperationList
 from models.tasks import Task, TaskDefinition, TaskEnvelope, TaskList
 
 NORTH = "/north/v80"
+# The largest page the API serves (SPEC 3.2): the fewest requests for a whole listing.
+PAGE_SIZE = 1000
 M = TypeVar("M", bound=BaseModel)
 _KEYS = TypeAdapter(list[ApiKey])
 _TYPES = TypeAdapter(list[OperationTypeRecord])
@@ -96,7 +100,11 @@ class FleetClient:
         try:
             answer = self._http.request(method, f"{NORTH}{path}", **kwargs)
         except httpx.TransportError as exc:
-            raise ConnectionProblem(f"cannot reach the API at {url}: {_reason(exc)}") from exc
+            message = f"cannot reach the API at {url}: {_reason(exc)}"
+            # A certificate that does not verify will not verify on the next attempt either.
+            if _caused_by(exc, ssl.SSLError):
+                raise ConnectionProblem(message) from exc
+            raise Unreachable(message) from exc
         if answer.status_code >= 400:
             raise problem_of(answer)
         if answer.status_code == 204 or not answer.content:
@@ -141,14 +149,16 @@ class FleetClient:
         body = {"filter": {"and": clauses}, "limit": {"start": page, "size": size}}
         return self._read(OperationList, "POST", "/search/entities/operations/history", json=body)
 
-    def all_operations(
-        self, clauses: list[dict[str, Any]], size: int = 1000
-    ) -> Iterator[Operation]:
-        """Every operation the search selects, page after page until an empty one."""
+    def operation_pages(
+        self, clauses: list[dict[str, Any]], size: int | None = None
+    ) -> Iterator[list[Operation]]:
+        """Every operation the search selects, one page at a time (read when the previous one
+        was used: a caller that prints each page holds one page in memory, not the job)."""
+        size = size or PAGE_SIZE
         page = 1
         while True:
             found = self.search_operations(clauses, page, size).operations
-            yield from found
+            yield found
             if len(found) < size:
                 return
             page += 1
@@ -238,13 +248,14 @@ def _unreadable(what: str, exc: ValidationError) -> str:
 
 def problem_of(answer: httpx.Response) -> ApiProblem:
     """The SPEC error body (``{"errors":[{"code","message","context"}]}``) as one problem."""
+    wait_s = retry_after(answer.headers.get("retry-after"))
     try:
         errors = answer.json()["errors"]
         first = errors[0]
         message = str(first["message"])
     except (ValueError, KeyError, IndexError, TypeError):
         text = answer.text.strip()[:300] or answer.reason_phrase
-        return ApiProblem(answer.status_code, text)
+        return ApiProblem(answer.status_code, text, wait_s=wait_s)
     for more in errors[1:]:
         if isinstance(more, dict) and more.get("message"):
             message += f"; {more['message']}"
@@ -254,7 +265,36 @@ def problem_of(answer: httpx.Response) -> ApiProblem:
         if isinstance(c, dict)
     ]
     code = first.get("code")
-    return ApiProblem(answer.status_code, message, code if isinstance(code, int) else None, context)
+    return ApiProblem(
+        answer.status_code, message, code if isinstance(code, int) else None, context, wait_s
+    )
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: delay-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the chain httpx -> httpcore -> ssl is short
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: httpx.TransportError) -> str:

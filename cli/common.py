@@ -16,7 +16,7 @@ from rich.text import Text
 from cli import config
 from cli.client import FleetClient
 from cli.errors import EXIT_USAGE, CliProblem, UsageProblem
-from cli.render import Output, stderr
+from cli.render import Output, stderr, visible
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,7 +72,9 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except CliProblem as problem:
-            stderr().print(Text.assemble(("error: ", "red"), str(problem)), soft_wrap=True)
+            # The message may quote the server (an error body): controls are made visible.
+            message = visible(str(problem), keep_newlines=True)
+            stderr().print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
             raise typer.Exit(problem.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("interrupted")
@@ -84,7 +86,7 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("FLEETOPS_DEBUG"):
                 raise
             stderr().print(
-                Text.assemble(("error: ", "red"), f"internal error: {exc!r}"),
+                Text.assemble(("error: ", "red"), visible(f"internal error: {exc!r}")),
                 Text("(FLEETOPS_DEBUG=1 shows the traceback)", style="dim"),
                 soft_wrap=True,
             )

@@ -4,52 +4,112 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
+import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cli import params
 from cli.client import FleetClient
 from cli.common import OutputOption, PageOption, SizeOption, build, client, handled
-from cli.errors import CliProblem, UsageProblem
-from cli.render import Output, devices_table, emit, print_json, stderr, stdout
-from models.devices import Device, DeviceIn, DeviceUpdate, ProvisionedDevice
+from cli.errors import EXIT_FAILED, ApiProblem, CliProblem, UsageProblem
+from cli.render import (
+    Output,
+    as_json,
+    devices_table,
+    emit,
+    plain,
+    print_json_stream,
+    stderr,
+    stdout,
+)
+from models.devices import BulkResult, Device, DeviceIn, DeviceUpdate
 
 app = typer.Typer(help="Devices: the provisioned inventory jobs target.", no_args_is_help=True)
 
 # A CSV row's columns: the API's bulk header (tags separated by ``;``).
 CSV_COLUMNS = ("id", "type", "tags", "address")
 DEFAULT_BATCH = 500
+# The API takes at most 100,000 devices and 10 MiB per bulk request (docs/api.md): 10,000
+# devices of the longest ids, tags and addresses stay under the body limit.
+MAX_BATCH = 10_000
 MAX_LISTED_PROBLEMS = 10
 
 
-@dataclass
+class Listed:
+    """A list an import reports, of any length: its count and first few items in memory, every
+    item (when ``kept``, for ``--output json``) in a temporary file, one JSON value a line. New
+    devices' south keys may go there: the file is private to the user and deleted on close."""
+
+    def __init__(self, kept: bool) -> None:
+        self.count = 0
+        self.first: list[Any] = []
+        self._file: Any = None
+        if kept:  # closed by close(), once the import's report is out
+            self._file = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                max_size=1 << 20, mode="w+", encoding="utf-8"
+            )
+
+    def add(self, item: Any) -> None:
+        self.count += 1
+        if len(self.first) < MAX_LISTED_PROBLEMS:
+            self.first.append(item)
+        if self._file is not None:
+            self._file.write(json.dumps(item) + "\n")
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._file is None:
+            raise RuntimeError("a list that was not kept")
+        self._file.seek(0)
+        for line in self._file:
+            yield json.loads(line)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class Imported:
     """What an import did, row by row."""
 
-    rows: int
-    created: list[ProvisionedDevice] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
+    def __init__(self, rows: int, kept: bool) -> None:
+        self.rows = rows
+        self.created = Listed(kept)  # the new devices with their south keys
+        self.updated = Listed(kept)  # ids
+        self.existing = Listed(kept)  # ids
+        self.refused = Listed(kept)  # {"id", "message"}: rows the API did not take
 
     @property
     def done(self) -> int:
-        return len(self.created) + len(self.updated) + len(self.existing)
+        return self.created.count + self.updated.count + self.existing.count
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "created": self.created,
-            "updated": self.updated,
-            "alreadyProvisioned": self.existing,
-        }
+    def print_json(self) -> None:
+        print_json_stream(
+            {
+                "rows": self.rows,
+                "created": iter(self.created),
+                "updated": iter(self.updated),
+                "alreadyProvisioned": iter(self.existing),
+                "refused": iter(self.refused),
+            }
+        )
+
+    def close(self) -> None:
+        for listed in (self.created, self.updated, self.existing, self.refused):
+            listed.close()
 
 
 @app.command("import")
@@ -65,60 +125,122 @@ def import_devices(
         bool, typer.Option(help="apply the file's type, tags and address to devices that exist")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="devices per bulk request")
+        int, typer.Option(min=1, max=MAX_BATCH, help="devices per bulk request")
     ] = DEFAULT_BATCH,
     output: OutputOption = Output.TABLE,
 ) -> None:
-    """Provision every device of FILE, in batches, with a progress bar."""
-    devices = read_devices(file)
-    result = Imported(rows=len(devices))
-    with client(ctx) as api, _keys_writer(keys_file) as keys:
+    """Provision every device of FILE, in batches, with a progress bar. Exit 1 when the API
+    refused some rows."""
+    with params.regular_file(file) as path, _progress() as progress:
+        rows = check_devices(path, progress)
+        result = Imported(rows, kept=output is Output.JSON)
         try:
-            _provision(api, devices, batch_size, update_existing, result, keys)
-        except CliProblem:
-            stderr().print(f"stopped after {result.done} of {result.rows} rows")
-            raise
-    if output is Output.JSON:
-        print_json(result.as_json())
-    else:
-        _report(result, keys_file)
+            with client(ctx) as api, _keys_writer(keys_file) as keys:
+                sender = Sender(api, batch_size, update_existing, result, keys)
+                try:
+                    sender.send(path, progress)
+                except CliProblem:
+                    progress.stop()
+                    stderr().print(f"stopped after {result.done} of {result.rows} rows")
+                    if output is Output.JSON:
+                        result.print_json()  # the keys of the devices created so far
+                    raise
+            progress.stop()
+            if output is Output.JSON:
+                result.print_json()
+            else:
+                _report(result, keys_file)
+        finally:
+            result.close()
+    if result.refused.count:
+        raise typer.Exit(EXIT_FAILED)
 
 
-def _provision(
-    api: FleetClient,
-    devices: list[DeviceIn],
-    batch_size: int,
-    update_existing: bool,
-    result: Imported,
-    keys: Any,  # a csv writer, or None
-) -> None:
+def _progress() -> Progress:
     columns = (
-        TextColumn("provisioning"),
+        TextColumn("{task.description:<12}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    by_id = {d.id: d for d in devices}
-    with Progress(*columns, console=stderr(), transient=False) as progress:
-        task = progress.add_task("devices", total=len(devices))
-        for start in range(0, len(devices), batch_size):
-            batch = devices[start : start + batch_size]
-            answer = api.provision(batch)
-            result.created += answer.created
-            if keys is not None:
-                keys.writerows([d.id, d.api_key] for d in answer.created)
-            for error in answer.errors:
-                _existing(api, by_id[error["id"]], update_existing, result)
-            progress.advance(task, len(batch))
+    return Progress(*columns, console=stderr(), transient=False)
 
 
-def _existing(api: FleetClient, device: DeviceIn, update: bool, result: Imported) -> None:
-    if not update:
-        result.existing.append(device.id)
-        return
-    change = DeviceUpdate(type=device.type, tags=device.tags, address=device.address)
-    api.change_device(device.id, change)
-    result.updated.append(device.id)
+class Sender:
+    """Sends the file's devices in batches and sorts the API's answers into ``result``."""
+
+    def __init__(
+        self,
+        api: FleetClient,
+        batch_size: int,
+        update_existing: bool,
+        result: Imported,
+        keys: Any,  # a csv writer, or None
+    ) -> None:
+        self.api = api
+        self.batch_size = batch_size
+        self.update_existing = update_existing
+        self.result = result
+        self.keys = keys
+
+    def send(self, path: Path, progress: Progress) -> None:
+        """One batch in memory at a time: read, sent, answered, then the next."""
+        task = progress.add_task("provisioning", total=self.result.rows)
+        batch: dict[str, DeviceIn] = {}
+        with device_rows(path) as rows:
+            for number, row in rows:
+                device = build(DeviceIn, row, f"device ({_where(path, number)})")
+                batch[device.id] = device
+                if len(batch) == self.batch_size:
+                    self._send(batch, progress, task)
+                    batch = {}
+        if batch:
+            self._send(batch, progress, task)
+
+    def _send(self, batch: dict[str, DeviceIn], progress: Progress, task: TaskID) -> None:
+        answer = self.api.provision(list(batch.values()))
+        self._sort(batch, answer)
+        progress.advance(task, len(batch))
+
+    def _sort(self, batch: dict[str, DeviceIn], answer: BulkResult) -> None:
+        """Each row of the batch is created, already there, or refused; an answer that does not
+        account for a row (or names rows that were not sent) is reported, never a crash."""
+        unanswered = dict(batch)
+        for device in answer.created:
+            self.result.created.add(as_json(device))
+            if self.keys is not None:
+                self.keys.writerow([device.id, device.api_key])
+            if unanswered.pop(device.id, None) is None:
+                self._refuse(device.id, "created, but not sent in this batch (unexpected answer)")
+        for error in answer.errors:
+            device_id = error.get("id") if isinstance(error, dict) else None
+            message = str(error.get("message") or "") if isinstance(error, dict) else ""
+            row = unanswered.pop(device_id, None) if isinstance(device_id, str) else None
+            if row is None:
+                self._refuse(str(device_id or "?"), f"unexpected answer: {error}")
+            elif not message or "exist" in message.lower():
+                self._existing(row)
+            else:
+                self._refuse(row.id, message)
+        for device_id in unanswered:
+            self._refuse(device_id, "the API did not say what it did with this row")
+
+    def _existing(self, device: DeviceIn) -> None:
+        if not self.update_existing:
+            self.result.existing.add(device.id)
+            return
+        change = DeviceUpdate(type=device.type, tags=device.tags, address=device.address)
+        try:
+            self.api.change_device(device.id, change)
+        except ApiProblem as problem:
+            if problem.transient:
+                raise
+            self._refuse(device.id, f"not updated: {problem}")  # e.g. deleted meanwhile
+            return
+        self.result.updated.add(device.id)
+
+    def _refuse(self, device_id: str, message: str) -> None:
+        self.result.refused.add({"id": device_id, "message": message})
 
 
 @contextlib.contextmanager
@@ -138,64 +260,103 @@ def _keys_writer(path: Path | None) -> Iterator[Any]:
 
 
 def _report(result: Imported, keys_file: Path | None) -> None:
-    out = stdout()
-    out.print(f"{len(result.created)} of {result.rows} devices provisioned", highlight=False)
-    if result.updated:
-        out.print(f"{len(result.updated)} already provisioned, updated from the file")
-    if result.existing:
-        sample = ", ".join(result.existing[:MAX_LISTED_PROBLEMS])
-        more = len(result.existing) - MAX_LISTED_PROBLEMS
-        stderr().print(
-            f"{len(result.existing)} already provisioned, left as they are "
-            f"(--update-existing applies the file): {sample}"
-            + (f" … and {more} more" if more > 0 else ""),
-            highlight=False,
+    out, err = stdout(), stderr()
+    out.print(f"{result.created.count} of {result.rows} devices provisioned")
+    if result.updated.count:
+        out.print(f"{result.updated.count} already provisioned, updated from the file")
+    if result.existing.count:
+        err.print(
+            plain(
+                f"{result.existing.count} already provisioned, left as they are "
+                f"(--update-existing applies the file): {_sample(result.existing)}"
+            )
         )
-    if result.created and keys_file is None:
-        stderr().print(
+    if result.refused.count:
+        err.print(plain(f"{result.refused.count} row(s) refused by the API:"), style="red")
+        for refused in result.refused.first:
+            err.print(plain(f"  {refused['id']}: {refused['message']}"))
+        if result.refused.count > MAX_LISTED_PROBLEMS:
+            more = result.refused.count - MAX_LISTED_PROBLEMS
+            err.print(f"  … and {more} more (--output json lists them all)")
+    if result.created.count and keys_file is None:
+        err.print(
             "note: the new devices' south keys are shown only once: "
             "--keys-file saves them, --output json prints them",
         )
     elif keys_file is not None:
-        out.print(f"south keys written to {keys_file}")
+        out.print(plain(f"south keys written to {keys_file}"))
+
+
+def _sample(listed: Listed) -> str:
+    more = listed.count - len(listed.first)
+    return ", ".join(listed.first) + (f" … and {more} more" if more > 0 else "")
 
 
 # -- reading the file -----------------------------------------------------------------------------
 
 
-def read_devices(path: Path) -> list[DeviceIn]:
-    """The devices of a CSV or JSON file, every row checked before anything is sent."""
-    text = params.read_text(path)
-    is_json = path.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{")
-    rows = _json_rows(text, path) if is_json else _csv_rows(io.StringIO(text), path)
-    devices, problems, seen = [], [], set()
-    for number, row in rows:
-        try:
-            device = build(DeviceIn, row, "device")
-        except UsageProblem as exc:
-            problems.append(f"{_where(path, number)}: {exc}")
-            continue
-        if device.id in seen:
-            problems.append(f"{_where(path, number)}: device {device.id} is listed twice")
-        seen.add(device.id)
-        devices.append(device)
-    if problems:
-        more = len(problems) - MAX_LISTED_PROBLEMS
-        listed = "\n".join(problems[:MAX_LISTED_PROBLEMS])
+def check_devices(path: Path, progress: Progress) -> int:
+    """Every row of the file checked (the API's device model, no id twice) before anything is
+    sent, one row at a time: the number of rows, or a ``UsageProblem`` listing the bad ones.
+
+    Memory: the rows are not kept; only a 96-bit digest of each id is, for the check of ids
+    listed twice (about 70 bytes a row: 70 MB for a million rows)."""
+    task = progress.add_task("checking", total=None)
+    problems: list[str] = []
+    bad, count = 0, 0
+    seen: set[int] = set()
+    with device_rows(path) as rows:
+        for number, row in rows:
+            count += 1
+            if count % 1000 == 0:
+                progress.update(task, completed=count)
+            problem = _problem(row, seen)
+            if problem:
+                bad += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append(f"{_where(path, number)}: {problem}")
+    progress.update(task, completed=count, total=count)
+    if bad:
+        more = bad - len(problems)
         raise UsageProblem(
-            f"nothing imported: {len(problems)} bad row(s)\n{listed}"
+            f"nothing imported: {bad} bad row(s)\n"
+            + "\n".join(problems)
             + (f"\n… and {more} more" if more > 0 else "")
         )
-    if not devices:
+    if not count:
         raise UsageProblem(f"{path} lists no devices")
-    return devices
+    return count
+
+
+def _problem(row: Any, seen: set[int]) -> str | None:
+    try:
+        device = build(DeviceIn, row, "device")
+    except UsageProblem as exc:
+        return str(exc)
+    digest = int.from_bytes(hashlib.blake2b(device.id.encode(), digest_size=12).digest())
+    if digest in seen:
+        return f"device {device.id} is listed twice"
+    seen.add(digest)
+    return None
+
+
+@contextlib.contextmanager
+def device_rows(path: Path) -> Iterator[Iterator[tuple[int, Any]]]:
+    """The rows of a CSV or JSON file as ``(line or item number, row)``, read one at a time."""
+    with params.text_file(path) as stream:
+        is_json = path.suffix.lower() == ".json" or params.first_char(stream) in ("[", "{")
+        if is_json:
+            items = params.JsonStream(stream, path).items("devices")
+            yield enumerate(items, start=1)
+        else:
+            yield _csv_rows(stream, path)
 
 
 def _where(path: Path, number: int) -> str:
     return f"{path.name} {'line' if path.suffix.lower() == '.csv' else 'item'} {number}"
 
 
-def _csv_rows(text: TextIO, path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _csv_rows(text: TextIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(text)
     header = [c.strip() for c in reader.fieldnames or []]
     if "id" not in header:
@@ -206,7 +367,10 @@ def _csv_rows(text: TextIO, path: Path) -> list[tuple[int, dict[str, Any]]]:
             f"{path}: unknown column(s) {', '.join(unknown)} (known: {', '.join(CSV_COLUMNS)})"
         )
     reader.fieldnames = header
-    rows = []
+    return _csv_lines(reader)
+
+
+def _csv_lines(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for line in reader:
         row: dict[str, Any] = {"id": (line.get("id") or "").strip()}
         for column in ("type", "address"):
@@ -214,20 +378,7 @@ def _csv_rows(text: TextIO, path: Path) -> list[tuple[int, dict[str, Any]]]:
                 row[column] = line[column].strip()
         tags = (line.get("tags") or "").split(";")
         row["tags"] = [t.strip() for t in tags if t.strip()]
-        rows.append((reader.line_num, row))
-    return rows
-
-
-def _json_rows(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise UsageProblem(f"{path} is not valid JSON: {exc}") from exc
-    if isinstance(data, dict) and isinstance(data.get("devices"), list):
-        data = data["devices"]
-    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
-        raise UsageProblem(f"{path}: give a JSON array of devices (objects with an id)")
-    return list(enumerate(data, start=1))
+        yield reader.line_num, row
 
 
 # -- reading the inventory ------------------------------------------------------------------------
@@ -272,4 +423,4 @@ def delete(
     """Delete a device (its south key stops working at once)."""
     with client(ctx) as api:
         api.delete_device(device_id)
-    stdout().print(f"Deleted device {device_id}", highlight=False)
+    stdout().print(plain(f"Deleted device {device_id}"))

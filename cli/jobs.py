@@ -3,10 +3,12 @@ their operations (SPEC 3.2)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from cli import params
 from cli.client import FleetClient
@@ -17,14 +19,25 @@ from cli.render import (
     emit,
     job_view,
     jobs_table,
+    operation_widths,
     operations_table,
+    plain,
     print_json,
+    print_json_stream,
     stderr,
     stdout,
 )
-from cli.watch import DEFAULT_INTERVAL_S, DEFAULT_MAX_LISTED, FAILED_RESULTS, verdict, watch
+from cli.watch import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_LISTED,
+    DEFAULT_PATIENCE_S,
+    FAILED_RESULTS,
+    verdict,
+    watch,
+)
 from models.enums import JobStatus, OperationStatus, ResultCode
 from models.jobs import Job, JobEnvelope, JobPatch
+from models.operations import Operation
 
 app = typer.Typer(help="Jobs: one operation type run on a set of devices.", no_args_is_help=True)
 
@@ -40,6 +53,15 @@ WatchTimeout = Annotated[
 ]
 MaxErrors = Annotated[
     int, typer.Option("--max-errors", min=0, help="list at most this many failed operations")
+]
+Patience = Annotated[
+    float,
+    typer.Option(
+        "--patience",
+        min=0,
+        help="seconds to keep reconnecting when the API is unreachable or answers 5xx/429 "
+        "(then exit 4)",
+    ),
 ]
 
 
@@ -107,6 +129,7 @@ def create(
         bool, typer.Option("--watch", help="then watch it (exit code as `jobs watch`)")
     ] = False,
     interval: Interval = DEFAULT_INTERVAL_S,
+    patience: Patience = DEFAULT_PATIENCE_S,
     output: OutputOption = Output.TABLE,
 ) -> None:
     """Create a job: NAME on --tag(s) or --device(s)."""
@@ -141,8 +164,8 @@ def create(
     with client(ctx) as api:
         job = api.create_job(body)
         if and_watch:
-            stderr().print(f"Created job {job.id}")
-            _watch(api, job.id, interval, None, DEFAULT_MAX_LISTED, output)
+            stderr().print(plain(f"Created job {job.id}"))
+            _watch(api, job.id, interval, None, DEFAULT_MAX_LISTED, patience, output)
             return
     _show_changed(job, "Created", output)
 
@@ -229,7 +252,7 @@ def _show_changed(job: Job, verb: str, output: Output) -> None:
         print_json(job)
         return
     out = stdout()
-    out.print(f"{verb} job [bold]{job.id}[/bold]", highlight=False)
+    out.print(Text.assemble(f"{verb} job ", plain(job.id, style="bold")))
     out.print(job_view(job))
 
 
@@ -274,12 +297,14 @@ def watch_command(
     interval: Interval = DEFAULT_INTERVAL_S,
     watch_timeout: WatchTimeout = None,
     max_errors: MaxErrors = DEFAULT_MAX_LISTED,
+    patience: Patience = DEFAULT_PATIENCE_S,
     output: OutputOption = Output.TABLE,
 ) -> None:
     """Follow a job live until it closes. Exit 0 when it FINISHED with every operation
-    successful, 1 when it closed otherwise, 3 when --watch-timeout ran out."""
+    successful, 1 when it closed otherwise, 3 when --watch-timeout ran out, 4 when the API
+    stayed unreachable for --patience seconds."""
     with client(ctx) as api:
-        _watch(api, job_id, interval, watch_timeout, max_errors, output)
+        _watch(api, job_id, interval, watch_timeout, max_errors, patience, output)
 
 
 def _watch(
@@ -288,16 +313,23 @@ def _watch(
     interval: float,
     timeout: float | None,
     max_errors: int,
+    patience: float,
     output: Output,
 ) -> None:
     # With --output json the live view goes to stderr and the closed job to stdout.
     console = stderr() if output is Output.JSON else stdout()
     result = watch(
-        api, job_id, console, interval_s=interval, timeout_s=timeout, max_listed=max_errors
+        api,
+        job_id,
+        console,
+        interval_s=interval,
+        timeout_s=timeout,
+        max_listed=max_errors,
+        patience_s=patience,
     )
     if output is Output.JSON:
         print_json(result.job)
-    console.print(verdict(result), style="green" if result.exit_code == 0 else "red")
+    console.print(plain(verdict(result), style="green" if result.exit_code == 0 else "red"))
     raise typer.Exit(result.exit_code)
 
 
@@ -346,21 +378,52 @@ def operations(
     ] = None,
     page: PageOption = 1,
     size: SizeOption = 100,
-    every: Annotated[bool, typer.Option("--all", help="every page, not just --page")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="every page, printed as it comes, not just --page")
+    ] = False,
     output: OutputOption = Output.TABLE,
 ) -> None:
     """The per-device operations of a job."""
     clauses = _operation_filter(job_id, result, status)
     with client(ctx) as api:
         if every:
-            found = list(api.all_operations(clauses))
-        elif len(clauses) > 1:
-            found = api.search_operations(clauses, page, size).operations
+            count = _stream_operations(api.operation_pages(clauses), output)
         else:
-            found = api.job_operations(job_id, page, size).operations
-    emit(output, {"operations": found}, operations_table(found))
+            if len(clauses) > 1:
+                found = api.search_operations(clauses, page, size).operations
+            else:
+                found = api.job_operations(job_id, page, size).operations
+            emit(output, {"operations": found}, operations_table(found))
+            count = len(found)
     if output is Output.TABLE:
-        stderr().print(f"{len(found)} operation(s)")
+        stderr().print(f"{count} operation(s)")
+
+
+def _stream_operations(pages: Iterator[list[Operation]], output: Output) -> int:
+    """Every page printed as it arrives, none kept (a job of a million operations): JSON as
+    ``print_json`` prints ``{"operations": [...]}``, a table per page whose columns line up
+    (the first page's widths). Returns how many were printed."""
+    count = 0
+    if output is Output.JSON:
+
+        def every() -> Iterator[Operation]:
+            nonlocal count
+            for found in pages:
+                count += len(found)
+                yield from found
+
+        print_json_stream({"operations": every()})
+        return count
+    out, widths = stdout(), None
+    for found in pages:
+        if not found:
+            continue
+        widths = widths or operation_widths(found)
+        out.print(operations_table(found, widths, header=count == 0))
+        count += len(found)
+    if count == 0:
+        out.print(operations_table([]))
+    return count
 
 
 def _operation_filter(

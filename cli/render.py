@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -40,13 +40,37 @@ STATUS_STYLES = {
 }
 
 
+# Characters a terminal may act on rather than show: C0 controls (ESC starts an escape
+# sequence), DEL and the C1 controls (U+009B is a one-character CSI on some terminals). Text the
+# server sends (a device's description, names, ids) is shown with these made visible, and never
+# read as Rich markup: a device must not be able to move the cursor, clear the screen, retitle
+# the window or break a table (``[/x]`` is a markup error).
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
+_VISIBLE = {c: f"\\x{c:02x}" for c in _CONTROLS} | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_VISIBLE_KEEP_NEWLINES = {c: v for c, v in _VISIBLE.items() if c != 0x0A}
+# In JSON output: json.dumps escapes C0 but leaves DEL and C1 raw (ensure_ascii=False).
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (0x7F, *range(0x80, 0xA0))}
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``, ``\\n``)."""
+    return text.translate(_VISIBLE_KEEP_NEWLINES if keep_newlines else _VISIBLE)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """A value from the server (or a file) as Rich text: no markup, controls made visible."""
+    return Text(visible(str(value)), style=style)
+
+
 def stdout() -> Console:
     # Made per call: the console must write to the sys.stdout of the moment (tests swap it).
-    return Console(highlight=False)
+    # No markup or emoji codes in printed strings: much of what is printed comes from the server
+    # (styles are given as Text).
+    return Console(highlight=False, markup=False, emoji=False)
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def as_json(value: Any) -> Any:
@@ -60,9 +84,40 @@ def as_json(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as JSON (the API's, unchanged once parsed) with no raw control character: outside
+    strings JSON has none, so every DEL or C1 character is inside a string, where its ``\\u``
+    escape reads back as the same value."""
+    return json.dumps(as_json(value), indent=indent, ensure_ascii=False).translate(_JSON_ESCAPES)
+
+
 def print_json(value: Any) -> None:
     """Plain JSON on stdout (no Rich markup or wrapping: scripts parse it)."""
-    typer.echo(json.dumps(as_json(value), indent=2, ensure_ascii=False))
+    typer.echo(json_text(value))
+
+
+def print_json_stream(fields: dict[str, Any]) -> None:
+    """The JSON object ``fields`` on stdout, exactly as ``print_json`` would print it, where a
+    field whose value is an iterator is written item by item as it yields them (a list too long
+    to hold in memory: every operation of a job, the devices of an import)."""
+    typer.echo("{")
+    last = len(fields) - 1
+    for number, (key, value) in enumerate(fields.items()):
+        name, comma = json.dumps(key), "," if number < last else ""
+        if not isinstance(value, Iterator):
+            typer.echo(f"  {name}: " + _indented(json_text(value), "  ").lstrip() + comma)
+            continue
+        empty = True
+        for item in value:
+            typer.echo(f"  {name}: [\n" if empty else ",\n", nl=False)
+            typer.echo(_indented(json_text(item), "    "), nl=False)
+            empty = False
+        typer.echo(f"  {name}: []{comma}" if empty else f"\n  ]{comma}")
+    typer.echo("}")
+
+
+def _indented(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def emit(output: Output, value: Any, table: RenderableType | None = None) -> None:
@@ -118,8 +173,8 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
         execution = job.report.execution
         started = execution.started_date or execution.activated_date
         table.add_row(
-            job.id,
-            job.request.name,
+            plain(job.id),
+            plain(job.request.name),
             status_text(summary.status),
             f"{summary.finished.total}/{summary.total}",
             Text(str(failed), style="red" if failed else ""),
@@ -133,24 +188,25 @@ def job_view(job: Job) -> RenderableType:
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
     details.add_column()
+    parameters = job.request.parameters
     rows: list[tuple[str, str | Text]] = [
-        ("Job", job.id),
-        ("Operation", job.request.name),
+        ("Job", plain(job.id)),
+        ("Operation", plain(job.request.name)),
         ("Status", status_text(job.report.summary.status)),
-        ("Target", target_of(job)),
-        ("Parameters", json.dumps(job.request.parameters) if job.request.parameters else "-"),
-        ("User", job.request.user or "-"),
+        ("Target", plain(target_of(job))),
+        ("Parameters", plain(json_text(parameters, indent=None)) if parameters else "-"),
+        ("User", plain(job.request.user or "-")),
         ("Activated", when(execution.activated_date)),
         ("Started", when(execution.started_date)),
         ("Finished", when(execution.finished_date)),
     ]
     if job.task_id:
-        rows.insert(1, ("Task", job.task_id))
+        rows.insert(1, ("Task", plain(job.task_id)))
     report = job.report.target
     if report.not_provisioned:
-        rows.append(("Not provisioned", ", ".join(report.not_provisioned)))
+        rows.append(("Not provisioned", plain(", ".join(report.not_provisioned))))
     if report.duplicated:
-        rows.append(("Duplicated", ", ".join(report.duplicated)))
+        rows.append(("Duplicated", plain(", ".join(report.duplicated))))
     for name, value in rows:
         details.add_row(name, value)
     return Group(details, Text(""), counters(job.report.summary))
@@ -220,31 +276,59 @@ def _parts(zeros: bool, **counts: int) -> Text:
     return text
 
 
-def operations_table(operations: Iterable[Operation]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("DEVICE", "STATUS", "RESULT", "ATTEMPT", "FINISHED", "DESCRIPTION"):
-        table.add_column(column, no_wrap=column != "DESCRIPTION")
+OPERATION_COLUMNS = ("DEVICE", "STATUS", "RESULT", "ATTEMPT", "FINISHED", "DESCRIPTION")
+
+
+def operations_table(
+    operations: Iterable[Operation], widths: dict[str, int] | None = None, header: bool = True
+) -> Table:
+    """The operations, one per line. ``widths`` fixes the columns' widths (the pages of a
+    streamed ``--all`` print as tables of their own that must line up)."""
+    table = Table(box=None, header_style="bold", show_header=header)
+    for column in OPERATION_COLUMNS:
+        width = (widths or {}).get(column)
+        table.add_column(
+            column,
+            no_wrap=column != "DESCRIPTION",
+            width=width,
+            min_width=width,
+            overflow="ellipsis" if column != "DESCRIPTION" else "fold",
+        )
     for op in operations:
         result = op.result.value if op.result else "-"
         style = "green" if result == "SUCCESSFUL" else ("red" if op.result else "")
         table.add_row(
-            op.entity_id,
+            plain(op.entity_id),
             op.status.value,
             Text(result, style=style),
             f"{op.attempts.current}/{op.attempts.total}",
             when(op.execution.finished_date),
-            op.description or "",
+            plain(op.description or ""),
         )
     return table
+
+
+def operation_widths(operations: list[Operation]) -> dict[str, int]:
+    """Column widths that fit these operations (and most pages after them): the device column as
+    wide as its longest id (at least 12, at most 40), the others as wide as they can get."""
+    device = max((len(visible(op.entity_id)) for op in operations), default=0)
+    return {
+        "DEVICE": min(max(device, 12), 40),
+        "STATUS": len("WAITING_FOR_CONNECTION"),
+        "RESULT": len("CANCELLED_INTERNAL"),
+        "ATTEMPT": 7,
+        "FINISHED": len("2026-01-01 00:00:00"),
+    }
 
 
 def failure_line(op: Operation) -> Text:
     """One failed or cancelled operation, as the watch view lists them."""
     line = Text("  ✗ ", style="red")
-    line.append(op.entity_id, style="bold")
+    line.append_text(plain(op.entity_id, style="bold"))
     line.append(f"  {op.result.value if op.result else op.status.value}", style="red")
     if op.description:
-        line.append(f"  {op.description}")
+        line.append("  ")
+        line.append_text(plain(op.description))
     return line
 
 
@@ -256,7 +340,12 @@ def devices_table(devices: Iterable[Device]) -> Table:
     for column in ("ID", "TYPE", "TAGS", "ADDRESS"):
         table.add_column(column, no_wrap=column == "ID")
     for device in devices:
-        table.add_row(device.id, device.type, ",".join(device.tags), device.address or "-")
+        table.add_row(
+            plain(device.id),
+            plain(device.type),
+            plain(",".join(device.tags)),
+            plain(device.address or "-"),
+        )
     return table
 
 
@@ -266,10 +355,10 @@ def tasks_table(tasks: Iterable[Task]) -> Table:
         table.add_column(column, no_wrap=column in ("ID", "STATE"))
     for task in tasks:
         table.add_row(
-            task.id,
-            task.name,
+            plain(task.id),
+            plain(task.name),
             task.state.value,
-            task.job.request.name,
+            plain(task.job.request.name),
             when(task.next_execution),
         )
     return table
@@ -279,15 +368,13 @@ def task_view(task: Task) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Task", task.id)
-    grid.add_row("Name", task.name)
-    grid.add_row("Description", task.description or "-")
+    grid.add_row("Task", plain(task.id))
+    grid.add_row("Name", plain(task.name))
+    grid.add_row("Description", plain(task.description or "-"))
     grid.add_row("State", f"{task.state.value} ({'active' if task.active else 'inactive'})")
     grid.add_row("Next execution", when(task.next_execution))
-    schedule = task.schedule.model_dump(mode="json", by_alias=True, exclude_none=True)
-    grid.add_row("Schedule", json.dumps(schedule))
-    request = task.job.request.model_dump(mode="json", by_alias=True, exclude_none=True)
-    grid.add_row("Job", json.dumps(request))
+    grid.add_row("Schedule", plain(json_text(task.schedule, indent=None)))
+    grid.add_row("Job", plain(json_text(task.job.request, indent=None)))
     return grid
 
 
@@ -298,11 +385,11 @@ def types_table(types: Iterable[OperationTypeRecord]) -> Table:
     for kind in types:
         properties = kind.parameters.get("properties") or {}
         table.add_row(
-            kind.name,
+            plain(kind.name),
             "custom" if kind.custom else "built-in",
-            kind.title or "",
-            ", ".join(properties) or "-",
-            ", ".join(s.name for s in kind.steps) or "-",
+            plain(kind.title or ""),
+            plain(", ".join(properties) or "-"),
+            plain(", ".join(s.name for s in kind.steps) or "-"),
         )
     return table
 
@@ -311,16 +398,17 @@ def type_view(kind: OperationTypeRecord) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Name", kind.name)
+    grid.add_row("Name", plain(kind.name))
     grid.add_row("Kind", "custom" if kind.custom else "built-in")
-    grid.add_row("Title", kind.title or "-")
-    grid.add_row("Description", kind.description or "-")
-    grid.add_row("Steps", ", ".join(s.name for s in kind.steps) or "-")
+    grid.add_row("Title", plain(kind.title or "-"))
+    grid.add_row("Description", plain(kind.description or "-"))
+    grid.add_row("Steps", plain(", ".join(s.name for s in kind.steps) or "-"))
     return Group(grid, Text("Parameters (JSON-Schema):", style="bold"), _pretty(kind.parameters))
 
 
 def _pretty(value: Any) -> Text:
-    return Text(json.dumps(value, indent=2, ensure_ascii=False))
+    # Indented JSON keeps its newlines; any other control is escaped by json_text already.
+    return Text(json_text(value))
 
 
 def keys_table(keys: Iterable[ApiKey]) -> Table:
@@ -328,7 +416,7 @@ def keys_table(keys: Iterable[ApiKey]) -> Table:
     for column in ("ID", "NAME", "ROLE", "DEVICE"):
         table.add_column(column, no_wrap=True)
     for key in keys:
-        table.add_row(key.id, key.name, key.role.value, key.device_id or "-")
+        table.add_row(plain(key.id), plain(key.name), key.role.value, plain(key.device_id or "-"))
     return table
 
 
@@ -368,8 +456,10 @@ def watch_view(
     summary = job.report.summary
     closed = summary.finished.total
     header = Text()
-    header.append(f"Job {job.id}\n", style="bold")
-    header.append(f"{job.request.name} on {target_of(job)}  ")
+    header.append_text(plain(f"Job {job.id}", style="bold"))
+    header.append("\n")
+    header.append_text(plain(f"{job.request.name} on {target_of(job)}"))
+    header.append("  ")
     header.append_text(status_text(summary.status))
     header.append(f"  elapsed {duration(elapsed_s)}", style="dim")
     bar_line = Table.grid(padding=(0, 2))
@@ -387,7 +477,7 @@ def watch_view(
     if failures:
         parts.append(Text(f"{failures} operation(s) failed or were cancelled", style="red"))
     if note:
-        parts.append(Text(note, style="yellow"))
+        parts.append(plain(note, style="yellow"))
     return Group(*parts)
 
 

@@ -8,20 +8,22 @@ Also called in-process by ``make run``'s demo (``devstack/stack.py``), from a th
 from __future__ import annotations
 
 import contextlib
+import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 
 from cli.client import FleetClient
-from cli.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
-from cli.render import Rate, failure_line, summary_line, watch_view
+from cli.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliProblem, GaveUp
+from cli.render import Rate, duration, failure_line, plain, summary_line, watch_view
 from models.enums import JobStatus, ResultCode
 from models.jobs import Job
 from models.operations import Operation
@@ -30,8 +32,17 @@ from models.operations import Operation
 FAILED_RESULTS = [
     r.value for r in ResultCode if r not in (ResultCode.SUCCESSFUL, ResultCode.OPERATION_PENDING)
 ]
+T = TypeVar("T")
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_LISTED = 50
+# A watch outlives blips and API restarts: a request that finds no API, or a 5xx/408/429 answer,
+# is asked again with back-off for this long after the first failure of a row, then the watch
+# gives up (exit 4). 4xx answers such as 401 or 404 end it at once.
+DEFAULT_PATIENCE_S = 60.0
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+# A Retry-After is honoured up to this (and never past the patience).
+RETRY_AFTER_MAX_S = 30.0
 # Visibility lags the job's counters: at the end, wait this long for the failures to be listed.
 CATCH_UP_S = 5.0
 # Without a terminal, a line when the status changes, else at most one per this many seconds.
@@ -98,31 +109,96 @@ class Watcher:
     max_listed: int = DEFAULT_MAX_LISTED
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.monotonic
+    patience_s: float = DEFAULT_PATIENCE_S
+    backoff_s: float = BACKOFF_FIRST_S
 
     def __post_init__(self) -> None:
         self.rate = Rate()
         self.listed: dict[str, Operation] = {}
         self._plain_last = (0.0, "", JobStatus.IDLE)
+        self._deadline: float | None = None
+        self._last: Job | None = None
 
     def run(self) -> WatchResult:
         started = self.clock()
+        if self.timeout_s is not None:
+            self._deadline = started + self.timeout_s
         with self._display() as show:
-            while True:
-                job = self.client.job(self.job_id)
-                self.rate.add(self.clock(), job.report.summary.finished.total)
-                self._list_failures(job, show)
-                show(job, None)
-                outcome = outcome_of(job)
-                if outcome is not None:
-                    self._catch_up(job, show)
-                    return self._result(job, outcome)
-                if self.timeout_s is not None and self.clock() - started >= self.timeout_s:
-                    return self._result(job, Outcome.TIMED_OUT)
-                if self.stop.wait(self.interval_s):
-                    return self._result(job, Outcome.STOPPED)
+            try:
+                return self._follow(show)
+            except _Interrupted as ended:
+                if self._last is None:
+                    raise GaveUp(ended.reason) from None
+                return self._result(self._last, ended.outcome)
+
+    def _follow(self, show: Shower) -> WatchResult:
+        while True:
+            job = self._ask(lambda: self.client.job(self.job_id), show)
+            self._last = job
+            self.rate.add(self.clock(), job.report.summary.finished.total)
+            self._list_failures(job, show)
+            show(job, None)
+            outcome = outcome_of(job)
+            if outcome is not None:
+                self._catch_up(job, show)
+                return self._result(job, outcome)
+            if self._deadline is not None and self.clock() >= self._deadline:
+                return self._result(job, Outcome.TIMED_OUT)
+            if self.stop.wait(self.interval_s):
+                return self._result(job, Outcome.STOPPED)
 
     def _result(self, job: Job, outcome: Outcome) -> WatchResult:
         return WatchResult(job, outcome, list(self.listed.values()))
+
+    # -- asking the API through blips -------------------------------------------------------------
+
+    def _ask(self, call: Callable[[], T], show: Shower) -> T:
+        """``call()``, asked again while it fails transiently (no connection, 5xx, 408, 429) with
+        exponential back-off (honouring Retry-After) for up to ``patience_s`` from the first
+        failure; then ``GaveUp``. Any other problem (a 401, a 404) ends the watch at once."""
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                value = call()
+            except CliProblem as problem:
+                if not problem.transient:
+                    raise
+                if failing_since is None:
+                    failing_since = self.clock()
+                self._wait_out(problem, failing_since, attempt, show)
+                attempt += 1
+                continue
+            if failing_since is not None:
+                show.note(f"reconnected after {duration(self.clock() - failing_since)}")
+            return value
+
+    def _wait_out(self, problem: CliProblem, since: float, attempt: int, show: Shower) -> None:
+        """Wait before asking again, or raise: ``GaveUp`` once the patience is spent,
+        ``_Interrupted`` when the watch's own timeout runs out or its stop event is set."""
+        now = self.clock()
+        give_up_at = since + self.patience_s
+        if now >= give_up_at:
+            raise GaveUp(
+                f"gave up reaching the API after {duration(now - since)} "
+                f"(--patience {self.patience_s:g}): {problem}"
+            )
+        deadline = math.inf if self._deadline is None else self._deadline
+        if now >= deadline:
+            raise _Interrupted(Outcome.TIMED_OUT, f"the watch timed out: {problem}")
+        # Jittered, so that the watches of many pipelines do not all come back at once after an
+        # API restart.
+        delay = min(self.backoff_s * 2 ** min(attempt, 30), BACKOFF_MAX_S)
+        delay *= random.uniform(0.5, 1.0)
+        if problem.retry_after is not None:
+            delay = max(delay, min(problem.retry_after, RETRY_AFTER_MAX_S))
+        delay = min(delay, give_up_at - now, deadline - now)
+        show.reconnecting(
+            f"reconnecting: {problem} (again in {delay:.1f} s, "
+            f"giving up in {give_up_at - now:.0f} s)"
+        )
+        if self.stop.wait(delay):
+            raise _Interrupted(Outcome.STOPPED, "stopped before the API answered")
 
     # -- failures -------------------------------------------------------------------------------
 
@@ -135,7 +211,8 @@ class Watcher:
             {"eq": {"jobId": job.id}},
             {"in": {"operationResult": FAILED_RESULTS}},
         ]
-        for op in self.client.search_operations(clauses, 1, self.max_listed).operations:
+        found = self._ask(lambda: self.client.search_operations(clauses, 1, self.max_listed), show)
+        for op in found.operations:
             if op.operation_id not in self.listed and len(self.listed) < self.max_listed:
                 self.listed[op.operation_id] = op
                 show(None, op)
@@ -162,7 +239,11 @@ class Watcher:
     @contextlib.contextmanager
     def _display(self) -> Iterator[Shower]:
         if not self.console.is_terminal:
-            shower = Shower(self._plain, self.console.print)
+
+            def line(text: str) -> None:
+                self.console.print(plain(text), soft_wrap=True)
+
+            shower = Shower(self._plain, line, line)
             try:
                 yield shower
             finally:
@@ -177,7 +258,18 @@ class Watcher:
                 if job is not None:
                     live.update(self._view(job), refresh=True)
 
-            yield Shower(update, live.console.print)
+            def note(text: str) -> None:
+                live.console.print(plain(text))
+
+            def reconnecting(text: str) -> None:
+                # In the view while there is one (it stays in place), else as a line.
+                if shower.last is None:
+                    note(text)
+                else:
+                    live.update(self._view(shower.last, text), refresh=True)
+
+            shower = Shower(update, note, reconnecting)
+            yield shower
 
     def _plain(self, job: Job | None, op: Operation | None) -> None:
         if op is not None:
@@ -193,26 +285,38 @@ class Watcher:
             self.console.print(line, soft_wrap=True)
             self._plain_last = (self.clock(), line, status)
 
-    def _view(self, job: Job) -> RenderableType:
+    def _view(self, job: Job, note: str = "") -> RenderableType:
         return watch_view(
             job,
             self.rate,
             _elapsed(job),
             failure_count(job),
-            WAITING_NOTES.get(job.report.summary.status, ""),
+            note or WAITING_NOTES.get(job.report.summary.status, ""),
         )
 
 
+class _Interrupted(Exception):
+    """The watch ended while the API was not answering (its timeout, its stop event)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
 class Shower:
-    """Where the watch loop sends a job's state and each failed operation."""
+    """Where the watch loop sends a job's state, each failed operation, notes, and the state of
+    its reconnection attempts."""
 
     def __init__(
         self,
         show: Callable[[Job | None, Operation | None], None],
         note: Callable[[str], None],
+        reconnecting: Callable[[str], None],
     ) -> None:
         self._show = show
         self.note = note
+        self.reconnecting = reconnecting
         self.last: Job | None = None
 
     def __call__(self, job: Job | None, op: Operation | None) -> None:
@@ -239,8 +343,10 @@ def watch(
     timeout_s: float | None = None,
     max_listed: int = DEFAULT_MAX_LISTED,
     stop: threading.Event | None = None,
+    patience_s: float = DEFAULT_PATIENCE_S,
 ) -> WatchResult:
-    """Follow job ``job_id`` until it closes (or ``timeout_s`` runs out, or ``stop`` is set)."""
+    """Follow job ``job_id`` until it closes (or ``timeout_s`` runs out, or ``stop`` is set);
+    ``GaveUp`` when the API stays unreachable for ``patience_s``."""
     watcher = Watcher(
         client,
         job_id,
@@ -249,6 +355,7 @@ def watch(
         timeout_s=timeout_s,
         max_listed=max_listed,
         stop=stop or threading.Event(),
+        patience_s=patience_s,
     )
     return watcher.run()
 

@@ -28,6 +28,18 @@ DEVICE_PUSH_LATENCY = "fleet_device_push_latency"
 DEVICES_UNREACHABLE = "fleet_devices_unreachable"
 CALLBACK_DELIVERIES = "fleet_callback_deliveries"
 
+# The same, as Prometheus scrapes them (counters_total_suffix, unit_suffix and
+# durations_as_seconds below): what dashboards and alerts query. tests/test_metrics.py checks
+# these against a real scrape and every query of the checked-in Grafana dashboard against them.
+SCRAPED = {
+    OPERATIONS_CLOSED: (f"{OPERATIONS_CLOSED}_total",),
+    DEVICE_PUSH_LATENCY: tuple(
+        f"{DEVICE_PUSH_LATENCY}_seconds_{part}" for part in ("bucket", "count", "sum")
+    ),
+    DEVICES_UNREACHABLE: (f"{DEVICES_UNREACHABLE}_total",),
+    CALLBACK_DELIVERIES: (f"{CALLBACK_DELIVERIES}_total",),
+}
+
 # Pushes to devices on a LAN take milliseconds, to a sleepy modem seconds: the SDK's default
 # buckets (50 ms and up) would put every fast push in the first one.
 PUSH_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

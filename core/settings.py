@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     # How long the API's GET /metrics reuses its visibility counts of jobs by status, so that a
-    # scrape storm costs Temporal one round of count queries per period.
-    metrics_jobs_cache_s: float = Field(default=15.0, ge=0, le=3600)
+    # scrape storm costs Temporal one round of count queries per period. /metrics needs no key:
+    # at least a second, or every anonymous scrape would cost a round of queries.
+    metrics_jobs_cache_s: float = Field(default=15.0, ge=1, le=3600)
 
 
 @lru_cache

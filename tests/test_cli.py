@@ -4,21 +4,28 @@ operator or a CI pipeline runs it) and talks HTTP to the API served by this test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
 import sys
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from cli import config, params
-from cli.errors import UsageProblem
+from cli.errors import EXIT_FAILED, EXIT_GAVE_UP, UsageProblem
 from tests.stack import Stack, eventually
+from tests.test_cli_unit import HOSTILE, SHOWN, assert_no_controls, squeezed
 
 CLI_TIMEOUT_S = 120.0
+JOBS = "/north/v80/operation/jobs"
 
 
 @dataclass
@@ -342,3 +349,247 @@ def test_configuration_flags_over_profile(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text("[default]\nurll = 1\n")
     with pytest.raises(UsageProblem, match="unknown keys"):
         config.resolve()
+
+
+# -- what devices say reaches the terminal as text ------------------------------------------------
+
+
+async def test_a_device_description_is_shown_not_obeyed(stack: Stack) -> None:
+    """A device answers an error whose description holds escape sequences and Rich markup:
+    watch and operations show it escaped, the JSON carries it exactly."""
+    (device,) = await stack.provision(1, prefix="hostile-")
+    device_id = device["id"]
+    silent = await stack.sim.put(f"/sim/devices/{device_id}", json={"mode": "silent"})
+    assert silent.status_code == 200
+    job = await stack.create_job(
+        {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": [device_id]}}}
+    )
+
+    async def delivered() -> str:
+        found = [d for d in stack.fleet.deliveries if d.device_id == device_id]
+        assert len(found) == 1, found
+        return found[0].operation_id
+
+    operation_id = await eventually(delivered, timeout=30)
+    now = int(time.time() * 1000)
+    answer = await stack.as_key(device["apiKey"]).post(
+        f"/south/v80/devices/{device_id}/operation/response",
+        json={
+            "version": "1.0",
+            "operation": {
+                "response": {
+                    "id": operation_id,
+                    "deviceId": device_id,
+                    "name": "REBOOT_EQUIPMENT",
+                    "timestamp": now,
+                    "resultCode": "ERROR_PROCESSING",
+                    "resultDescription": HOSTILE,
+                    "steps": [],
+                }
+            },
+        },
+    )
+    assert answer.status_code == 200, answer.text
+
+    watched = await fleetops(stack, "jobs", "watch", job["id"], "--interval", "0.3")
+    assert watched.code == EXIT_FAILED, watched.out + watched.err
+    assert_no_controls(watched.out + watched.err)
+    assert SHOWN in squeezed(watched.out)
+
+    async def listed() -> Run:
+        table = await fleetops(stack, "jobs", "operations", job["id"], "--result", "ERROR")
+        assert table.code == 0, table.err
+        assert SHOWN in squeezed(table.out), table.out
+        return table
+
+    table = await eventually(listed, timeout=30)
+    assert_no_controls(table.out + table.err)
+    as_json = await fleetops(stack, "jobs", "operations", job["id"], "-o", "json")
+    assert as_json.code == 0
+    assert as_json.json()["operations"][0]["description"] == HOSTILE
+    assert_no_controls(as_json.out.replace("\n", ""))
+
+
+# -- jobs watch through an API outage -------------------------------------------------------------
+
+
+class FlakyProxy:
+    """A TCP proxy to the API that can be cut: while down, connections in flight are reset and
+    new ones closed before any answer (what a client sees of an API restarting)."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.down = False
+        self.url = ""
+        self.connections = 0
+        self._open: set[asyncio.StreamWriter] = set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FlakyProxy]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            yield self
+            self.cut()
+
+    def cut(self) -> None:
+        self.down = True
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        try:
+            upstream_reader, upstream = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open |= {writer, upstream}
+        try:
+            await asyncio.gather(self._pipe(reader, upstream), self._pipe(upstream_reader, writer))
+        finally:
+            self._open -= {writer, upstream}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+
+async def test_watch_rides_out_an_api_outage_and_gives_up_past_its_patience(
+    stack: Stack,
+) -> None:
+    devices = await stack.provision(3, prefix="outage-")
+    for device in devices:
+        slow = await stack.sim.put(f"/sim/devices/{device['id']}", json={"delay_ms": 700})
+        assert slow.status_code == 200
+    # Created IDLE and started during the outage: the watch is running before the API goes away
+    # and the job is still open when it comes back, however slowly the CLI starts.
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"entities": [d["id"] for d in devices]}},
+            "rollout": {"maxConcurrency": 1},
+            "active": False,
+        }
+    )
+    async with FlakyProxy(stack.api_url).running() as proxy:
+        watch = ("jobs", "watch", job["id"], "--interval", "0.3", "--patience", "30")
+        watching = asyncio.ensure_future(fleetops(stack, *watch, FLEETOPS_URL=proxy.url))
+
+        async def watch_reads() -> None:
+            assert proxy.connections > 0
+
+        await eventually(watch_reads, timeout=30)
+        proxy.cut()  # the API goes away for 2.5 s; the job starts meanwhile
+        activated = await stack.api.put(
+            f"{JOBS}/{job['id']}", json={"job": {"request": {"active": True}}}
+        )
+        assert activated.status_code == 200, activated.text
+        await asyncio.sleep(2.5)
+        proxy.down = False
+        watched = await watching
+        assert watched.code == 0, watched.out + watched.err
+        assert watched.out.startswith("IDLE ")  # it was watching before the outage
+        assert "reconnecting: cannot reach the API" in watched.out
+        assert "reconnected after" in watched.out
+        assert f"Job {job['id']} FINISHED: all 3 operations successful." in watched.out
+
+        proxy.cut()  # and now for good
+        started = time.monotonic()
+        gave_up = await fleetops(
+            stack, "jobs", "watch", job["id"], "--patience", "2", FLEETOPS_URL=proxy.url
+        )
+        assert gave_up.code == EXIT_GAVE_UP, gave_up.out + gave_up.err
+        assert "gave up reaching the API after" in gave_up.err
+        assert "Traceback" not in gave_up.err
+        assert 2 <= time.monotonic() - started < 20
+
+
+# -- flags and files ------------------------------------------------------------------------------
+
+
+async def test_create_flags_devices_files_json_import_and_task_show(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # devices import of JSON (the {"devices": [...]} form) ...
+    fleet = tmp_path / "fleet.json"
+    listed = [{"id": f"json-{i}", "type": "METER", "tags": ["cli-json"]} for i in range(3)]
+    fleet.write_text(json.dumps({"devices": listed}))
+    imported = await fleetops(stack, "devices", "import", str(fleet), "-o", "json")
+    assert imported.code == 0, imported.err
+    assert [d["id"] for d in imported.json()["created"]] == [d["id"] for d in listed]
+    device = (await stack.api.get("/north/v80/provision/devices/json-1")).json()
+    assert (device["type"], device["tags"]) == ("METER", ["cli-json"])
+
+    # ... then a job on a devices file, paced and scheduled.
+    ids = tmp_path / "canary.txt"
+    ids.write_text("# the canary\njson-0\n\njson-2\n")
+    start = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    local = start.astimezone(timezone(timedelta(hours=1))).isoformat()  # 2026-...T..+01:00
+    created = await fleetops(
+        stack, "jobs", "create", "REFRESH_INFO", "--devices-file", str(ids),
+        "--max-per-minute", "600", "--start", local, "--stop", "30m", "-o", "json",
+    )  # fmt: skip
+    assert created.code == 0, created.err
+    job_id = created.json()["id"]
+    shown = await fleetops(stack, "jobs", "show", job_id, "-o", "json")
+    assert shown.code == 0, shown.err
+    request = shown.json()["request"]
+    assert request["target"] == {"append": {"entities": ["json-0", "json-2"]}}
+    assert request["rollout"]["maxPerMinute"] == 600
+    assert request["schedule"]["stop"] == {"delayed": 30 * 60_000}
+    assert request["schedule"]["start"]["date"] == start.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert shown.json()["report"]["summary"]["status"] == "SCHEDULED"
+    delayed = await fleetops(
+        stack, "jobs", "create", "REFRESH_INFO", "-d", "json-1", "--start", "2h", "-o", "json"
+    )
+    assert delayed.code == 0, delayed.err
+    assert delayed.json()["request"]["schedule"]["start"] == {"delayed": 2 * 3_600_000}
+    for scheduled in (job_id, delayed.json()["id"]):
+        assert (await fleetops(stack, "jobs", "cancel", scheduled)).code == 0
+
+    # tasks show
+    task = await fleetops(
+        stack, "tasks", "create", "show-me", "--operation", "REFRESH_INFO", "-t", "cli-json",
+        "--cron", "0 4 * * *", "--description", "[/x] nightly", "-o", "json",
+    )  # fmt: skip
+    assert task.code == 0, task.err
+    task_id = task.json()["id"]
+    table = await fleetops(stack, "tasks", "show", task_id)
+    assert table.code == 0, table.err
+    assert task_id in table.out and "show-me" in table.out and "[/x] nightly" in table.out
+    assert "0 4 * * *" in table.out
+    as_json = await fleetops(stack, "tasks", "show", task_id, "-o", "json")
+    assert as_json.json()["id"] == task_id and as_json.json()["name"] == "show-me"
+    assert (await fleetops(stack, "tasks", "delete", task_id)).code == 0
+
+
+async def test_devices_import_of_thousands_of_rows(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    rows = 3000
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "tags"])
+        writer.writerows([f"bulk-{i:05d}", "bulk"] for i in range(rows))
+    keys = tmp_path / "keys.csv"
+    run = await fleetops(
+        stack, "devices", "import", str(path), "--keys-file", str(keys), "--batch-size", "1000"
+    )
+    assert run.code == 0, run.out + run.err
+    assert f"{rows} of {rows} devices provisioned" in run.out
+    assert "provisioning" in run.err and f"{rows}/{rows}" in run.err
+    with keys.open() as saved:
+        assert sum(1 for _ in csv.DictReader(saved)) == rows
+    page = await stack.api.get("/north/v80/provision/devices", params={"tag": "bulk", "size": 1})
+    assert page.json()["page"]["of"] == rows

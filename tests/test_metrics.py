@@ -1,37 +1,59 @@
 """Metrics on the real stack (issue 13): the worker's Prometheus endpoint (the Temporal SDK's
-metrics and ours) and the API's GET /metrics, scraped over HTTP as Prometheus would."""
+metrics and ours) and the API's GET /metrics, scraped over HTTP as Prometheus would; and, without
+a server, the bounds that keep GET /metrics cheap and its labels few, and the checked-in
+Prometheus and Grafana files."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import random
+import re
+import string
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.testing import WorkflowEnvironment
 
-from api.metrics import ApiMetrics
+from api.app import create_app
+from api.metrics import METHODS, MIN_JOBS_CACHE_S, UNMATCHED, ApiMetrics, JobCounts
+from core import metrics as worker_metrics
+from core.settings import Settings
 from devstack.processes import free_port
+from models.enums import JobStatus
 from tests.stack import Stack, eventually, running_stack, serve
 
 # One worker metrics listener for the module: the runtime behind it lives as long as the
 # process (core.metrics), and each test reads only its own task queue's series.
 WORKER_METRICS_PORT = free_port()
 JOBS = "/north/v80/operation/jobs"
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((ROOT / "devstack" / "grafana" / "dashboards").glob("*.json"))
+# A metric name in a PromQL query: ours and the SDK's have these prefixes.
+METRIC_NAME = re.compile(r"\b(?:fleet|temporal)_[a-z0-9_]+\b")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def metered(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    # The shortest job-count cache allowed: scrapes a second apart see fresh counts.
     async with running_stack(
-        env, tmp_path, worker_metrics_port=WORKER_METRICS_PORT, metrics_jobs_cache_s=0
+        env,
+        tmp_path,
+        worker_metrics_port=WORKER_METRICS_PORT,
+        metrics_jobs_cache_s=MIN_JOBS_CACHE_S,
     ) as running:
         yield running
 
@@ -113,6 +135,17 @@ async def test_worker_metrics_after_a_job_with_errors(metered: Stack) -> None:
         assert total(samples, closed, task_queue=queue, cancel_reason="none") == 50
 
     await eventually(closed_recorded)
+
+    # Every name the dashboard queries from the worker is scraped under that name.
+    scraped = names(await scrape_worker())
+    wanted = {n for n in dashboard_names() if not n.startswith("fleet_api_") and n != "fleet_jobs"}
+    recorded_here = wanted - set(
+        worker_metrics.SCRAPED[worker_metrics.DEVICES_UNREACHABLE]
+        + worker_metrics.SCRAPED[worker_metrics.CALLBACK_DELIVERIES]
+    )  # no device unreachable and no callback in this job: tests below scrape those
+    assert recorded_here <= scraped, sorted(recorded_here - scraped)
+    for name in (worker_metrics.OPERATIONS_CLOSED, worker_metrics.DEVICE_PUSH_LATENCY):
+        assert set(worker_metrics.SCRAPED[name]) <= scraped, name
 
 
 async def test_unreachable_devices_and_cancel_reasons(metered: Stack) -> None:
@@ -222,7 +255,7 @@ async def test_api_metrics_count_jobs_by_status_cached(metered: Stack) -> None:
     def finished(collected: Any) -> float:
         return total(collected, "fleet_jobs", status="FINISHED")
 
-    before = await scrape(url)  # this stack's API counts afresh on every scrape (cache 0)
+    before = await scrape(url)  # this stack's API counts again a second later (the floor)
     cached_before = [s for family in cached.jobs.collect() for s in family.samples]
     assert finished(cached_before) == finished(before)
     assert {s.labels["status"] for s in before if s.name == "fleet_jobs"} == {
@@ -247,3 +280,158 @@ async def test_api_metrics_count_jobs_by_status_cached(metered: Stack) -> None:
     await asyncio.gather(*(cached.jobs.refresh(metered.client) for _ in range(5)))
     cached_after = [s for family in cached.jobs.collect() for s in family.samples]
     assert finished(cached_after) == finished(before), "the cache did not hold"
+
+
+# -- without a server: the cost and the labels of GET /metrics -------------------------------------
+
+
+class CountingTemporal:
+    """Stands for the Temporal client: counts the visibility count queries."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    async def count_workflows(self, query: str, **_: Any) -> Any:
+        self.queries.append(query)
+        await asyncio.sleep(0.01)
+        return SimpleNamespace(count=len(self.queries))
+
+
+async def test_job_counts_cost_one_round_of_queries_per_window() -> None:
+    with pytest.raises(ValidationError, match="metrics_jobs_cache_s"):
+        Settings(_env_file=None, metrics_jobs_cache_s=0)
+    assert Settings(_env_file=None, metrics_jobs_cache_s=MIN_JOBS_CACHE_S)
+    rounds = len(JobStatus)  # one count query per status
+    for asked in (0.0, MIN_JOBS_CACHE_S):  # 0 (an app built without the settings) is floored
+        temporal = CountingTemporal()
+        metrics = ApiMetrics(jobs_cache_s=asked)
+        await metrics.jobs.refresh(temporal)  # type: ignore[arg-type]
+        # Scrapes within the window, one after the other and concurrently: no more queries.
+        await metrics.jobs.refresh(temporal)  # type: ignore[arg-type]
+        await asyncio.gather(*(metrics.jobs.refresh(temporal) for _ in range(20)))  # type: ignore[arg-type]
+        assert len(temporal.queries) == rounds, asked
+        samples = [s for family in metrics.jobs.collect() for s in family.samples]
+        assert {s.labels["status"] for s in samples} == {s.value for s in JobStatus}
+    assert JobCounts(0, metrics.requests)._ttl == MIN_JOBS_CACHE_S
+
+
+async def test_request_labels_stay_bounded_whatever_clients_send(tmp_path: Path) -> None:
+    """Hostile methods and paths add no series: unknown methods are `other`, unmatched paths
+    `unmatched`, matched ones their route's template."""
+    settings = Settings(
+        _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'inventory.db'}"
+    )
+    app = create_app(settings, temporal_client=CountingTemporal())  # type: ignore[arg-type]
+    templates = {*app.openapi()["paths"], "/metrics"}
+    rng = random.Random(13)
+
+    def token(length: int) -> str:
+        return "".join(rng.choices(string.ascii_uppercase + "!#$%&'*+-.^_`|~", k=length))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as http,
+    ):
+        for n in range(300):
+            method = rng.choice([token(rng.randint(1, 12)), "FOO", "get", token(1000), "GET"])
+            path = rng.choice(
+                [
+                    f"{JOBS}/{token(40)}",
+                    f"{JOBS}/{n}/operations/{token(8)}",
+                    f"/{token(30)}/{n}",
+                    "/health/live",
+                    f"/north/v80/provision/devices/{n}%2F..%2F{token(5)}",
+                ]
+            )
+            await http.request(method, path)
+    samples = [
+        s
+        for family in app.state.metrics.registry.collect()
+        if family.name == "fleet_api_requests"
+        for s in family.samples
+        if s.name == "fleet_api_requests_total"
+    ]
+    assert sum(s.value for s in samples) == 300
+    assert {s.labels["method"] for s in samples} <= METHODS | {"other"}
+    routes = {s.labels["route"] for s in samples}
+    assert UNMATCHED in routes and routes <= templates | {UNMATCHED}, routes
+    assert len(samples) < 40, [s.labels for s in samples]
+
+
+# -- without a server: the checked-in Prometheus and Grafana files ---------------------------------
+
+
+def dashboard_queries() -> list[str]:
+    def targets(panels: list[dict[str, Any]]) -> list[str]:
+        found = []
+        for panel in panels:
+            found += [t["expr"] for t in panel.get("targets", []) if t.get("expr")]
+            found += targets(panel.get("panels", []))  # panels inside a collapsed row
+        return found
+
+    queries = []
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] and dashboard["title"], path
+        queries += targets(dashboard["panels"])
+    return queries
+
+
+def dashboard_names() -> set[str]:
+    return {name for query in dashboard_queries() for name in METRIC_NAME.findall(query)}
+
+
+def api_exported() -> set[str]:
+    """The names the API's GET /metrics answers (every series, once each has a value)."""
+    metrics = ApiMetrics(jobs_cache_s=60)
+    metrics.observe("GET", "/x", 200, 0.01)
+    metrics.jobs._counts = {status.value: 0 for status in JobStatus}
+    return {s.name for family in metrics.registry.collect() for s in family.samples}
+
+
+def test_dashboard_queries_name_exported_metrics() -> None:
+    assert DASHBOARDS, "no dashboard checked in"
+    queries = dashboard_queries()
+    assert queries and all(METRIC_NAME.search(q) for q in queries), queries
+    names_used = dashboard_names()
+    ours = {name for names in worker_metrics.SCRAPED.values() for name in names}
+    exported = ours | api_exported()
+    unknown = {n for n in names_used if n.startswith("fleet_")} - exported
+    assert not unknown, f"the dashboard queries metrics nobody exports: {sorted(unknown)}"
+    # The SDK's own (temporal_*) are checked against a real scrape in
+    # test_worker_metrics_after_a_job_with_errors; here, that each is one the SDK documents.
+    sdk = {n for n in names_used if n.startswith("temporal_")}
+    sdk_kinds = ("temporal_workflow_", "temporal_activity_", "temporal_worker_")
+    assert all(n.startswith(sdk_kinds) for n in sdk), sdk
+    datasources = yaml.safe_load(
+        (ROOT / "devstack/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    uids = {source["uid"] for source in datasources["datasources"]}
+    for path in DASHBOARDS:
+        used = set(re.findall(r'"uid":\s*"(fleet-[a-z-]+)"', path.read_text()))
+        assert used <= uids | {json.loads(path.read_text())["uid"]}, used
+
+
+def test_prometheus_scrapes_the_ports_compose_uses() -> None:
+    config = yaml.safe_load((ROOT / "devstack/prometheus.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"fleet-api", "fleet-worker"}
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in jobs.values())
+
+    api_env = services["api"]["environment"]
+    (target,) = jobs["fleet-api"]["static_configs"][0]["targets"]
+    assert target == f"api:{api_env['FLEET_API_PORT']}"
+
+    worker_env = services["worker"]["environment"]
+    (dns,) = jobs["fleet-worker"]["dns_sd_configs"]
+    assert dns["names"] == ["worker"] and dns["type"] == "A"
+    assert str(dns["port"]) == worker_env["FLEET_WORKER_METRICS_PORT"]
+    assert worker_env["FLEET_WORKER_METRICS_HOST"] == "0.0.0.0"  # reachable by Prometheus
+
+    prometheus = services["prometheus"]
+    flag = next(c for c in prometheus["command"] if c.startswith("--config.file="))
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"] if ":" in v}
+    assert mounted[flag.split("=", 1)[1]] == "./devstack/prometheus.yml"
