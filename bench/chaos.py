@@ -31,7 +31,9 @@ with the operation id and the time) is checked against the job's summary:
   Temporal retries it after the heartbeat timeout, not after the whole answer timeout).
 
 The table also counts the job's workflow tasks that failed or timed out (by cause, over all its
-runs): a crash may cost one; a force-close again and again means the job replays in a loop.
+runs) and the most of them in a row: a crash may cost one or two (the task out on the dead worker
+times out, or the server force-closes it once more than 100 events are buffered behind it, which
+frees the job sooner); more than two in a row means the job replays in a loop, and fails the run.
 
 Every process is stopped (SIGTERM, then SIGKILL after a timeout) on success, failure or Ctrl-C
 (``bench.harness``). The test suite runs the same scenarios on 300 devices (tests/test_chaos.py).
@@ -96,6 +98,10 @@ KILL_SLACK_S = 1.0
 TEMPORAL_DB = "temporal.db"
 RESTART_TIMEOUT = 60.0
 TASK_FAILED_PREFIX = "WORKFLOW_TASK_FAILED_CAUSE_"
+# The job's workflow tasks that may fail one after the other with no task completed between them:
+# the one out on the dead worker (it times out, or the server force-closes it once more than 100
+# events are buffered behind it), and the first one after a restart. More is a replay loop.
+MAX_FAILED_IN_A_ROW = 2
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class ChaosResult:
     # The job's workflow tasks that failed or timed out, by cause, over all its runs: a task out
     # on a dead worker times out once; a task force-closed again and again means a replay loop.
     job_task_failures: dict[str, int] = field(default_factory=dict)
+    # The most of them that came one after the other, no workflow task completed in between.
+    job_tasks_failed_in_a_row: int = 0
     failed_polls: int = 0
     timeline: list[tuple[str, float]] = field(default_factory=list)
 
@@ -225,6 +233,11 @@ class ChaosResult:
             found.append(
                 f"{name}: a push in flight at the kill was sent again {resend:.1f} s after the "
                 f"restart, expected within {MAX_STALL_S:.0f} s"
+            )
+        if self.job_tasks_failed_in_a_row > MAX_FAILED_IN_A_ROW:
+            found.append(
+                f"{name}: {self.job_tasks_failed_in_a_row} of the job's workflow tasks failed one "
+                f"after the other (a replay loop), expected at most {MAX_FAILED_IN_A_ROW}"
             )
         for what, stall in (("request", self.next_request_s()), ("finish", self.next_finish_s())):
             if stall is None or stall > MAX_STALL_S:
@@ -346,7 +359,7 @@ async def _crash_during_job(
         f"WorkflowType = 'OperationWorkflow' AND JobId = '{job_id}'",
         int(summary["total"]),
     )
-    failures = await job_task_failures(ctx.client, job_id)
+    failures, in_a_row = await job_task_failures(ctx.client, job_id)
     answer = await sim.get("/sim/deliveries")
     answer.raise_for_status()
     requests = [
@@ -365,6 +378,7 @@ async def _crash_during_job(
         requests=requests,
         operation_closes=[e.close_time.timestamp() for e in operations if e.close_time],
         job_task_failures=failures,
+        job_tasks_failed_in_a_row=in_a_row,
         failed_polls=polls.failed,
     )
     result.timeline = _timeline(result, posted_at)
@@ -394,18 +408,28 @@ async def _until_finished(
     )
 
 
-async def job_task_failures(client: Client, job_id: str) -> dict[str, int]:
-    """The job's failed and timed-out workflow tasks over all its runs, by cause."""
+async def job_task_failures(client: Client, job_id: str) -> tuple[dict[str, int], int]:
+    """The job's failed and timed-out workflow tasks over all its runs, by cause, and the most of
+    them in a row (no workflow task completed between them)."""
     found: Counter[str] = Counter()
+    longest = 0
     async for run in client.list_workflows(f"WorkflowId = '{job_id}'"):
         history = await client.get_workflow_handle(job_id, run_id=run.run_id).fetch_history()
+        in_a_row = 0
         for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                in_a_row = 0
+                continue
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
                 found["timed out"] += 1
             elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 cause = event.workflow_task_failed_event_attributes.cause
                 found[WorkflowTaskFailedCause.Name(cause).removeprefix(TASK_FAILED_PREFIX)] += 1
-    return dict(found)
+            else:
+                continue
+            in_a_row += 1
+            longest = max(longest, in_a_row)
+    return dict(found), longest
 
 
 def _timeline(result: ChaosResult, origin: float) -> list[tuple[str, float]]:
@@ -464,6 +488,7 @@ def table(results: list[ChaosResult]) -> list[str]:
         "stall after restart: request / finish",
         "counters OK",
         "job workflow tasks failed or timed out",
+        "most in a row",
     )
     rows = [header]
     for r in results:
@@ -481,6 +506,7 @@ def table(results: list[ChaosResult]) -> list[str]:
                 "yes" if r.counters_ok() else "NO",
                 ", ".join(f"{n} {cause}" for cause, n in sorted(r.job_task_failures.items()))
                 or "0",
+                str(r.job_tasks_failed_in_a_row),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
