@@ -191,7 +191,10 @@ async def create_job(
     if rerun_of is not None:
         accepted = accepted.model_copy(update={"rerun_of": rerun_of})
     input = job_input(accepted, settings, job_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
-    await start_job(client, settings, input, await ui_summary(accepted, inventory))
+    # The title is the first run's static summary, and every run's first line of details.
+    title = await ui_summary(accepted, inventory)
+    input = input.model_copy(update={"title": title})
+    await start_job(client, settings, input, title)
     return input.view(JobState(status=initial_status(input)))
 
 
@@ -199,16 +202,39 @@ async def ui_summary(request: JobRequest, inventory: Inventory) -> str:
     """The job as an SRE reads it in the Temporal UI: ``REBOOT_EQUIPMENT on tag line-7 (1,240
     devices)``; the count is the inventory's when the job is created."""
     selection = request.target.append if request.target else None
+    tagged = None
+    if selection is not None and selection.tags:
+        tagged = await inventory.count_with_tags(selection.tags)
+    return job_title(request, tagged)
+
+
+def job_title(request: JobRequest, tagged: int | None = None, task: str | None = None) -> str:
+    """A job's title in the Temporal UI; ``tagged``: how many devices carry its tags (left out
+    when not known, as for the jobs of a task: each counts its own when it starts), ``task``:
+    the name of the task whose schedule starts it."""
+    selection = request.target.append if request.target else None
+    of_task = f" (task {task})" if task else ""
     rerun = f", rerun of job {request.rerun_of}" if request.rerun_of else ""
     if selection is None:
-        return f"{request.name} (no target yet)"
+        return _fit(f"{request.name} (no target yet){of_task}")
     if selection.tags:
-        count = await inventory.count_with_tags(selection.tags)
         tags = ", ".join(selection.tags[:3]) + (", ..." if len(selection.tags) > 3 else "")
         kind = "tag" if len(selection.tags) == 1 else "tags"
-        return f"{request.name} on {kind} {tags} ({count:,} devices)"
+        counted = f" ({tagged:,} devices)" if tagged is not None else ""
+        return _fit(f"{request.name} on {kind} {tags}{counted}{of_task}")
     count = len(selection.unique_listed()[0])
-    return f"{request.name} on {count:,} listed device{'s' if count != 1 else ''}{rerun}"
+    plural = "s" if count != 1 else ""
+    return _fit(f"{request.name} on {count:,} listed device{plural}{rerun}{of_task}")
+
+
+# A title is one line in the Temporal UI's list of workflows: up to three tags of 128 characters
+# and a task name of 200 would make it a paragraph, so it is cut. (The dev server takes a static
+# summary of any size; 200,000 bytes were accepted.)
+_TITLE_LENGTH = 200
+
+
+def _fit(title: str) -> str:
+    return title if len(title) <= _TITLE_LENGTH else f"{title[: _TITLE_LENGTH - 1]}…"
 
 
 # --- reading ---

@@ -32,7 +32,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, Ids
-from api.job_service import accept_request, job_input, list_jobs, start_options
+from api.job_service import accept_request, job_input, job_title, list_jobs, start_options
 from api.pages import PageRequest
 from api.search_filter import DATE, TEXT, Predicate, Record
 from core.schedules import (
@@ -157,7 +157,11 @@ def _schedule(
     Its action starts a job from the template; Temporal appends the scheduled time to the
     workflow id, and the job (``job_id=""``) takes that id and its start time.
     """
+    # Named as a job the API starts, without a device count: each job counts its own targets
+    # when it starts. The title also leads every run's details (workflows/job.py).
+    title = job_title(definition.job.request, task=definition.name)
     input = job_input(definition.job.request, settings, job_id="", task_id=task_id)
+    input = input.model_copy(update={"title": title})
     options = start_options(input)
     action = ScheduleActionStartWorkflow(
         JOB_WORKFLOW,
@@ -166,7 +170,7 @@ def _schedule(
         task_queue=settings.task_queue,
         typed_search_attributes=options["search_attributes"],
         memo={**options["memo"], TASK_MEMO: definition},
-        static_summary=f"Task {definition.name}",
+        static_summary=title,
     )
     return Schedule(
         action=action,

@@ -75,6 +75,11 @@ class GroupState(BaseModel):
     released: bool = False
     # The error threshold was passed, and the job paused for it (once).
     tripped: bool = False
+    # The last device started in the group, in target order: where an operator's retry finds
+    # the group of a closed operation (workflows/groups.rejoin).
+    last_device: str | None = None
+    # Every target of the group was read: its size is what was started (workflows/groups.settle).
+    settled: bool = False
 
 
 class JobState(BaseModel):
@@ -134,6 +139,9 @@ class JobInput(BaseModel):
     fan_out: FanOutSettings = FanOutSettings()
     late_answer_grace_ms: GraceMillis = 300_000
     state: JobState | None = None
+    # What the Temporal UI names the job (``REBOOT_EQUIPMENT on tag line-7 (1,240 devices)``):
+    # its static summary belongs to the first run only, so every run shows it in its details.
+    title: str | None = None
 
     def view(self, state: JobState) -> Job:
         return Job(
@@ -174,7 +182,9 @@ def report(state: JobState, request: JobRequest | None = None) -> JobReport:
 def group_reports(state: JobState, groups: list[RolloutGroup]) -> list[GroupReport]:
     reports = []
     for config, group in zip(groups, state.groups, strict=False):
-        if group.closed >= group.size:
+        # A group by tags may start more devices than it counted (the inventory grew before its
+        # pass) until its pass settles it (workflows/groups.settle).
+        if group.closed >= max(group.size, group.started):
             status = "DONE"
         elif group.started:
             status = "IN_PROGRESS"

@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
     from models.operations import Operation
     from models.summary import Bucket, closed_bucket
     from workflows.groups import (
+        TargetOrder,
         by_tags,
         count_closed,
         count_started,
@@ -92,7 +93,9 @@ with workflow.unsafe.imports_passed_through():
         group_sizes,
         may_start,
         pause_reason,
+        rejoin,
         release_next,
+        settle,
         uncount_started,
     )
     from workflows.operation import OperationWorkflow, initial_operation
@@ -111,6 +114,14 @@ CLOSES_BY_COMPLETION = "closes-by-completion"
 HOLD_AFTER_STARTS = "hold-after-starts"
 CANCELLING_IN_ANSWER = "cancelling-in-answer"
 STEADY_TIMERS = "steady-timers"
+# Staged groups: the room runs to the end of the last group that may start, a group's size is
+# what it started once its targets were all read, and a group short of its success threshold
+# with only empty groups after it pauses nothing (workflows/groups.py).
+GROUPS_FOLLOW_THE_FLEET = "groups-follow-the-fleet"
+# An operator's retry takes the closed outcome out of its group and rejoins it.
+RETRY_REJOINS_GROUP = "retry-rejoins-group"
+# Resuming a job a group paused releases the group that waits on it, as groups/next does.
+RESUME_RELEASES_GROUP = "resume-releases-group"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
 # External signals sent at once when the job pauses, resumes or stops its operations.
 SIGNAL_BATCH = 100
@@ -155,6 +166,8 @@ class JobWorkflow:
         self._children: dict[str, asyncio.Task[None]] = {}
         # Whether this run counts its children's closes from their completions (set by run).
         self._follows_children = False
+        # Whether this run applies today's rules of staged groups (set by run).
+        self._groups_follow = False
         self._signals_this_run = 0
         self._dirty = False
         # Bumped by every change, so waits re-read the request.
@@ -235,6 +248,11 @@ class JobWorkflow:
                 self._retarget_running(old_target)
             workflow.upsert_memo({JOB_REQUEST_MEMO: change.request})
             if change.request.active:
+                if state.paused_reason is not None and workflow.patched(RESUME_RELEASES_GROUP):
+                    # A group paused the job and the operator resumes it: an override, as
+                    # groups/next (else the group that waits on the paused one waits for ever).
+                    with contextlib.suppress(ValueError):  # every group has started
+                        release_next(self._groups, state)
                 state.paused_reason = None
             if was_active != change.request.active and state.status in _RUNNING:
                 self._set_status(
@@ -260,6 +278,13 @@ class JobWorkflow:
         closed_in = closed_bucket(retry.result, retry.cancel_reason)
         state.counts.move(closed_in, Bucket.PENDING_EXECUTION)
         state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
+        if state.groups and workflow.patched(RETRY_REJOINS_GROUP):
+            # Its group counts it open again, and counts its next close: a canary that
+            # tripped on errors the operator retried with success lets the next group start.
+            successful = closed_in is Bucket.SUCCESSFUL
+            order = self._target_order()
+            if rejoin(self._groups, state, operation_id, retry.device, order, successful) is None:
+                workflow.logger.info("operation %s retried outside the groups", operation_id)
         if retry.cancel_reason == CancelReason.BY_TIMEOUT and not retry.out_of_time:
             # Its run was waiting for a late answer, and is retired: the job waits no longer.
             state.late_pending = max(0, state.late_pending - 1)
@@ -292,7 +317,7 @@ class JobWorkflow:
     def _group_pause(self) -> tuple[int, str] | None:
         if self._state.status != JobStatus.IN_PROGRESS or self._state.stopping is not None:
             return None
-        return pause_reason(self._groups, self._state)
+        return pause_reason(self._groups, self._state, follow_fleet=self._groups_follow)
 
     async def _pause_for_group(self, index: int, reason: str) -> None:
         workflow.logger.warning("job %s paused: %s", self._input.job_id, reason)
@@ -349,6 +374,7 @@ class JobWorkflow:
         state = self._state
         # Runs of older code counted every close from the child's signal.
         self._follows_children = workflow.patched(CLOSES_BY_COMPLETION)
+        self._groups_follow = workflow.patched(GROUPS_FOLLOW_THE_FLEET)
         publisher = asyncio.create_task(self._publish_while_running())
         deliverer = asyncio.create_task(self._deliver_callbacks())
         if state.execution.activated_date is None:
@@ -667,6 +693,15 @@ class JobWorkflow:
         assert self._input.request.target is not None
         return self._input.request.target.selection
 
+    def _target_order(self) -> TargetOrder:
+        """Each device's place in target order: device id order for tags (the inventory's
+        keyset), list order for listed ids (None for an id no longer listed)."""
+        selection = self._selection
+        if selection.tags:
+            return lambda device_id: (0, device_id)
+        places = {device_id: i for i, device_id in enumerate(selection.unique_listed()[0])}
+        return lambda device_id: (places[device_id], "") if device_id in places else None
+
     def _room(self) -> int:
         fan_out = self._input.fan_out
         rollout = self._input.request.rollout
@@ -675,7 +710,7 @@ class JobWorkflow:
             window = min(window, rollout.max_concurrency)
         room = min(window - len(self._state.in_flight), fan_out.start_batch - len(self._starts))
         paced = pace_room(self._input.request.rollout, self._state, workflow.now())
-        staged = group_room(self._groups, self._state)
+        staged = group_room(self._groups, self._state, look_ahead=self._groups_follow)
         limits = [limit for limit in (paced, staged) if limit is not None]
         return min([room, *limits])
 
@@ -825,7 +860,7 @@ class JobWorkflow:
                 continue
             self._state.in_flight[operation_id] = Bucket.PENDING_EXECUTION
             self._state.counts.move(Bucket.SCHEDULED, Bucket.PENDING_EXECUTION)
-            count_started(self._state, operation_id)
+            count_started(self._state, operation_id, device.id)
             # Started without waiting: the next batch goes out while the server creates these.
             start = asyncio.create_task(self._start_operation(operation_id, device))
             self._starts.add(start)
@@ -835,6 +870,10 @@ class JobWorkflow:
                 cursor.next_index = position + 1
         if not self._page and self._state.group_pass is None:
             cursor.next_index = self._page_end
+        if not self._page and cursor.exhausted and self._groups_follow:
+            # Every target (of this pass) was read and started: the groups read are as big as
+            # what they started, whatever the inventory did since the count.
+            settle(self._state)
 
     def _start_joined(self, batch: list[tuple[Device, int]]) -> None:
         cursor = self._state.cursor
@@ -1011,8 +1050,12 @@ class JobWorkflow:
     def _publish(self) -> None:
         published = report(self._state, self._input.request)
         workflow.upsert_memo({JOB_REPORT_MEMO: published})
-        # What the Temporal UI shows as the job's current details.
-        workflow.set_current_details(progress(published))
+        # What the Temporal UI shows as the job's current details: its title first, since the
+        # static summary is the first run's only (continue-as-new takes none), then progress.
+        details = progress(published)
+        if self._input.title:
+            details = f"{self._input.title}\n\n{details}"
+        workflow.set_current_details(details)
         self._dirty = False
 
     async def _publish_while_running(self) -> None:
