@@ -10,7 +10,9 @@ job's operations does, and creates a new job with the same request on exactly th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import job_service
-from api.errors import ApiError, Ids, validation_error
+from api.errors import ApiError, ErrorCode, Ids, validation_error
 from core.settings import Settings
 from core.temporal import (
     JOB_ID,
@@ -34,7 +36,7 @@ from core.temporal import (
 )
 from inventory.store import Inventory
 from models.devices import ApiKey
-from models.enums import CancelReason, OperationStatus
+from models.enums import CancelReason, OperationStatus, ResultCode
 from models.jobs import MAX_LISTED_ENTITIES, Job, JobRequest
 from models.messages import JobChange, OperationRetry, OperationStop
 from models.operations import Operation
@@ -51,6 +53,14 @@ OPERATION_IDS = Ids(
 _CLOSE_CHECKS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 # Operations read from visibility per page while a rerun gathers its devices.
 _RERUN_PAGE = 1000
+# A rerun lists its devices, and one job lists at most this many.
+MAX_RERUN_DEVICES = MAX_LISTED_ENTITIES
+# The most closed operations one rerun reads, within one HTTP request (20 pages of visibility,
+# each operation's memo decoded). A filter on results is narrowed in visibility (every operation
+# read matches), but a cancel reason is not a search attribute: ``byUser`` over a job whose
+# 300,000 operations were cancelled by its deadline would read all of them to find a few. The
+# tests lower both caps (the API runs in the test process).
+MAX_RERUN_SCAN = 20_000
 
 
 # --- cancel one operation ---
@@ -117,7 +127,15 @@ async def retry_operation(
     retried too often or whose device is gone, 400 code 1015 for a job that is closing or closed.
     """
     await job_service.read_job(client, job_id)
-    description = await _describe(client, job_id, OPERATION_IDS.known(operation_id))
+    OPERATION_IDS.known(operation_id)
+    # Two retries of one operation at once: the second reads the operation once the first has
+    # sent it again (open: 409), never the closed run the first has just retired.
+    async with _RETRIES.one_at_a_time(operation_id):
+        return await _retry(client, inventory, job_id, operation_id)
+
+
+async def _retry(client: Client, inventory: Inventory, job_id: str, operation_id: str) -> Operation:
+    description = await _describe(client, job_id, operation_id)
     operation = await job_service.operation_of(description)
     if not operation.status.is_closed:
         raise ApiError(
@@ -151,8 +169,47 @@ async def retry_operation(
         out_of_time=bool(operation.out_of_time),
         manual_retries=retried + 1,
     )
-    await job_service.change_job(client, job_id, JobChange(retry=retry))
+    try:
+        await job_service.change_job(client, job_id, JobChange(retry=retry))
+    except ApiError as exc:
+        if exc.code == ErrorCode.JOB_STATE_TRANSITION:
+            raise
+        # The job refuses a retry of an operation it has open: the operation closed a moment
+        # ago and its job has not counted the close yet, or another retry (through another API
+        # process) sent it again since it was read here.
+        raise ApiError(
+            409,
+            f"Operation {operation_id} is still open for its job ({exc.message}): it has just "
+            "closed and the job has not counted it yet, or another retry sent it again; read "
+            "it and retry once it is closed",
+            context=[("operationId", operation_id)],
+        ) from exc
     return await job_service.operation_of(await _describe(client, job_id, operation_id))
+
+
+class _KeyedLocks:
+    """One lock per key, held only while someone uses it (so the map stays small, and no lock
+    outlives the event loop it was made in)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_RETRIES = _KeyedLocks()
 
 
 def _not_in_job(job_id: str, operation_id: str) -> ApiError:
@@ -192,11 +249,11 @@ async def rerun_job(
             f"No closed operation of job {job_id} matches the filter: nothing to rerun",
             context=[("jobId", job_id)],
         )
-    if len(devices) > MAX_LISTED_ENTITIES:
+    if len(devices) > MAX_RERUN_DEVICES:
         raise ApiError(
             400,
-            f"More than {MAX_LISTED_ENTITIES:,} operations of job {job_id} match the filter: a "
-            f"rerun lists its devices, and one job lists at most {MAX_LISTED_ENTITIES:,}",
+            f"More than {MAX_RERUN_DEVICES:,} operations of job {job_id} match the filter: a "
+            f"rerun lists its devices, and one job lists at most {MAX_RERUN_DEVICES:,}",
             context=[("jobId", job_id)],
         )
     request = _rerun_request(job_id, source.request, devices, datetime.now(UTC))
@@ -206,17 +263,47 @@ async def rerun_job(
 
 
 async def _matching_devices(client: Client, job_id: str, rerun: RerunFilter) -> list[str]:
-    """The devices of the job's closed operations that match, each once, in the order of the
-    job's list of devices (by id for a job on tags); one more than a job may list at most."""
+    """The devices of the job's closed operations that match, each once, by id; one more than
+    a job may list at most. A 400 once more than ``MAX_RERUN_SCAN`` operations were read."""
     query = all_of(operations_of_job(job_id), _narrowed(rerun))
     devices: dict[str, None] = {}
+    read = 0
     async for execution in client.list_workflows(query, page_size=_RERUN_PAGE):
+        read += 1
+        if read > MAX_RERUN_SCAN:
+            raise _too_many_to_read(job_id, rerun)
         operation = await job_service.operation_of(execution)
         if rerun.matches(operation):
             devices[operation.entity_id] = None
-            if len(devices) > MAX_LISTED_ENTITIES:
+            if len(devices) > MAX_RERUN_DEVICES:
                 break
     return sorted(devices)
+
+
+def _too_many_to_read(job_id: str, rerun: RerunFilter) -> ApiError:
+    reasons = [r.value for r in rerun.cancel_reasons or []]
+    return ApiError(
+        400,
+        f"Job {job_id} has more than {MAX_RERUN_SCAN:,} closed operations this filter may match, "
+        f"and one rerun reads at most {MAX_RERUN_SCAN:,}: the search index holds results but "
+        f"not cancel reasons. Narrow the filter (a device's codes in results instead of "
+        "byExternal or byExternalTimeout), or list the devices from the job's operations "
+        "(GET …/operations, each with its cancelReason) and create a job on them",
+        context=[("cancelReasons", ", ".join(reasons))] if reasons else [("jobId", job_id)],
+    )
+
+
+# The results an operation closed with each cancel reason has in the search index (its
+# OperationResult): an engine's cancel has CANCELLED, a device's its own code. A cancel by
+# timeout may carry any code (a late answer's), and ``byEngine`` is also what an operation of
+# older code that recorded no reason reads back as, whatever its result: neither is narrowed.
+_RESULTS_OF_REASON: dict[CancelReason, tuple[ResultCode, ...] | None] = {
+    CancelReason.BY_USER: (ResultCode.CANCELLED,),
+    CancelReason.BY_EXTERNAL: (ResultCode.CANCELLED, ResultCode.CANCELLED_INTERNAL),
+    CancelReason.BY_EXTERNAL_TIMEOUT: (ResultCode.ERROR_TIMEOUT, ResultCode.TIMEOUT_CANCELLED),
+    CancelReason.BY_TIMEOUT: None,
+    CancelReason.BY_ENGINE: None,
+}
 
 
 def _narrowed(rerun: RerunFilter) -> str:
@@ -227,7 +314,12 @@ def _narrowed(rerun: RerunFilter) -> str:
     if rerun.results:
         kinds.append(_is_in(OPERATION_RESULT.name, [r.value for r in rerun.results]))
     if rerun.cancel_reasons:
-        kinds.append(f"{OPERATION_STATUS.name} = {literal(OperationStatus.CANCELLED.value)}")
+        cancelled = f"{OPERATION_STATUS.name} = {literal(OperationStatus.CANCELLED.value)}"
+        narrowing = [_RESULTS_OF_REASON.get(reason) for reason in rerun.cancel_reasons]
+        if all(results is not None for results in narrowing):
+            codes = [code.value for results in narrowing for code in results or ()]
+            cancelled = f"({cancelled} AND {_is_in(OPERATION_RESULT.name, codes)})"
+        kinds.append(cancelled)
     return f"{closed} AND ({' OR '.join(kinds)})"
 
 

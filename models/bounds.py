@@ -154,6 +154,19 @@ def _check_id(value: str, _: Any) -> None:
         raise ValueError("must not contain control characters")
 
 
+# Characters a label (a name an operator reads in a report or a pause reason) may not hold:
+# control characters (C0, DEL, C1: a newline or an escape sequence forges log lines and
+# terminal output) and the bidirectional overrides (they reorder what a reader sees).
+_NOT_IN_LABEL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_label(value: str, _: Any) -> None:
+    if _NOT_IN_LABEL.search(value):
+        raise ValueError("must not contain control or bidirectional-override characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+
+
 def items(max_items: int, min_items: int = 0) -> Bound:
     def check(value: Any, _: Any) -> None:
         if not isinstance(value, list | tuple):
@@ -196,6 +209,8 @@ def _checked_at(value: str, path: str) -> None:
 
 Text = Annotated[str, text(MAX_SHORT_TEXT)]
 Name = Annotated[str, text(MAX_NAME, min_length=1)]
+# A name shown to operators (a rollout group's): printable, not blank.
+Label = Annotated[str, text(MAX_NAME, min_length=1), Bound(_check_label)]
 # A type's name as a job or an answer gives it (a type's own rule: models/operation_types.py).
 TypeName = Annotated[str, text(MAX_TYPE_NAME, min_length=1)]
 Description = Annotated[str, text(MAX_DESCRIPTION)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -20,6 +21,7 @@ from models.bounds import (
     FutureDate,
     Id,
     JsonObject,
+    Label,
     Notes,
     OperationMillis,
     RetryDelayMillis,
@@ -217,13 +219,17 @@ class RolloutRate(StrictWireModel):
         default=None, description=f"the highest rate (default {MAX_PER_MINUTE:,})"
     )
 
-    @model_validator(mode="after")
-    def _base_within_max(self, info: ValidationInfo) -> RolloutRate:
-        if is_stored(info) or self.max_per_minute is None:
-            return self
-        if self.base_per_minute > self.max_per_minute:
-            raise ValueError("basePerMinute must be at most maxPerMinute")
-        return self
+    @field_validator("max_per_minute")
+    @classmethod
+    def _base_within_max(cls, ceiling: int | None, info: ValidationInfo) -> int | None:
+        # On maxPerMinute, so the 400 names it; basePerMinute is validated first (declared
+        # before it), and absent from ``info.data`` when it failed on its own.
+        base = info.data.get("base_per_minute")
+        if is_stored(info) or ceiling is None or base is None:
+            return ceiling
+        if base > ceiling:
+            raise ValueError(f"must be at least basePerMinute ({base})")
+        return ceiling
 
     @property
     def ceiling(self) -> int:
@@ -244,7 +250,7 @@ class RolloutGroup(StrictWireModel):
     list order for listed ids), or the devices carrying one of ``tags``; a device is in the
     first group that takes it."""
 
-    name: Annotated[str, text(64, min_length=1)]
+    name: Label
     percent: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
     count: Count | None = None
     tags: Annotated[list[Tag], items(MAX_GROUP_TAGS, min_items=1)] | None = None
@@ -276,6 +282,51 @@ class Rollout(StrictWireModel):
     abort: RolloutAbort | None = None
     rate: RolloutRate | None = None
     groups: Annotated[list[RolloutGroup], items(MAX_GROUPS, min_items=1)] | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_add_up(
+        cls, groups: list[RolloutGroup] | None, info: ValidationInfo
+    ) -> list[RolloutGroup] | None:
+        if is_stored(info) or not groups:
+            return groups
+        problem = group_list_problem(groups)
+        if problem is not None:
+            raise ValueError(problem)
+        return groups
+
+
+# Percent shares are summed as floats: 33.3 + 33.3 + 33.4 is 100 give or take this.
+_SHARE_SLACK = 1e-9
+
+
+def group_list_problem(groups: list[RolloutGroup]) -> str | None:
+    """Why a list of rollout groups cannot be run as the operator wrote it, or None.
+
+    Names are unique (the report and a pause reason name a group). Percent shares are of the
+    job's total and the last group takes whatever the others leave (workflows/groups.py), so the
+    groups before the last must leave it some (their percents sum to under 100: otherwise every
+    later group is empty and shows DONE at once), and the shares may sum to at most 100, except
+    that the last group may say 100: "the rest". How ``count`` groups fit the fleet is known only
+    when the job counts its targets (docs/api.md)."""
+    seen: set[str] = set()
+    for index, group in enumerate(groups):
+        if group.name in seen:
+            return f"group names must be unique: {group.name!r} is given again at [{index}]"
+        seen.add(group.name)
+    before = math.fsum(g.percent for g in groups[:-1] if g.percent is not None)
+    if len(groups) > 1 and before >= 100 - _SHARE_SLACK:
+        return (
+            f"the percent groups before the last take {before:g}% of the devices: the groups "
+            "after them would be empty"
+        )
+    last = groups[-1].percent
+    if last is not None and last != 100 and before + last > 100 + _SHARE_SLACK:
+        return (
+            f"the percent shares sum to {before + last:g}, over 100 (the last group takes the "
+            "devices the others leave: give it 100 to say so)"
+        )
+    return None
 
 
 # A job id, as another job refers to it: UUIDs, or ``<task id>-<time>`` (api/job_service.py).

@@ -5,6 +5,7 @@ runs. On the real stack: the API, the worker, the dev server and simulated devic
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +17,15 @@ from temporalio.testing import WorkflowEnvironment
 from inventory.schema import TagRow
 from inventory.store import Inventory
 from models.devices import DeviceIn, DeviceUpdate
+from simulator.fleet import Behaviour, Mode
 from tests.stack import Stack, eventually, failed_workflow_tasks, running_stack
 
 JOBS = "/north/v80/operation/jobs"
 DEVICES = "/north/v80/provision/devices"
 POLL_S = 0.5
+# How late after its schedule.stop a job may show it finished (the stop's timer, the workflow
+# task that closes the operations, the memo published).
+STOP_SLACK_S = 5.0
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -62,8 +67,10 @@ async def test_devices_joining_the_tag_get_the_operation_once_until_the_stop(
 ) -> None:
     first = [d["id"] for d in await stack.provision(10, tags=["line-7"], prefix="cnt-")]
     later = [d["id"] for d in await stack.provision(4, prefix="late-")]
-    created_at = datetime.now(UTC)
-    job = await stack.create_job(_continuous("line-7", stop_ms=25_000))
+    # One operation at a time: a slow device holds the job back later in the test.
+    job = await stack.create_job(
+        _continuous("line-7", stop_ms=25_000, rollout={"maxConcurrency": 1})
+    )
     url = f"{JOBS}/{job['id']}"
 
     async def in_progress_with(successful: int) -> dict[str, Any]:
@@ -80,13 +87,11 @@ async def test_devices_joining_the_tag_get_the_operation_once_until_the_stop(
     # Joins while it runs: four devices given the tag, one provisioned with it.
     for device_id in later:
         await _tag(stack, device_id, ["line-7", "other"])
-    stack.fleet.device_ids.add("new-00001")
-    answer = await stack.api.post(
-        DEVICES, json={"id": "new-00001", "tags": ["line-7"], "address": stack.sim_url}
-    )
-    assert answer.status_code == 201, answer.text
-    stack.fleet.keys["new-00001"] = answer.json()["apiKey"]
+    await _provision(stack, "new-00001", ["line-7"])
     await eventually(lambda: in_progress_with(15), timeout=30)
+
+    await _untag_while_backed_up(stack)
+    await eventually(lambda: in_progress_with(17), timeout=30)
 
     # Paused, the job reads nothing: a device tagged and untagged meanwhile is never reached,
     # and one already reached that is untagged and tagged again is not reached twice.
@@ -102,23 +107,63 @@ async def test_devices_joining_the_tag_get_the_operation_once_until_the_stop(
     # reached, the ones before it were read too.
     await stack.provision(1, prefix="mark-")
     await _tag(stack, "mark-00001", ["line-7"])
-    await eventually(lambda: in_progress_with(16), timeout=30)
+    await eventually(lambda: in_progress_with(18), timeout=30)
 
     done = await stack.wait_finished(job["id"], timeout=60)
     summary = done["report"]["summary"]
     assert summary["status"] == "FINISHED"
-    assert summary["finished"]["successful"] == 16
+    assert summary["finished"]["successful"] == 18
     # Every device reached counts once in the total, and nothing is left scheduled.
-    assert summary["total"] == 16 and summary["finished"]["total"] == 16, summary
-    finished = datetime.fromisoformat(done["report"]["execution"]["finishedDate"])
-    assert (finished - created_at).total_seconds() >= 25
+    assert summary["total"] == 18 and summary["finished"]["total"] == 18, summary
+    # It finished at its stop: 25 s after it started, not before, and not much later.
+    execution = done["report"]["execution"]
+    ran = _date(execution["finishedDate"]) - _date(execution["startedDate"])
+    assert 24.99 <= ran.total_seconds() <= 25 + STOP_SLACK_S, execution
 
     reached = _reached(stack)
-    assert reached == {d: 1 for d in [*first, *later, "new-00001", "mark-00001"]}, reached
-    assert "gone-00001" not in reached
+    joined = [*later, "new-00001", "slow-00001", "queued-00001", "mark-00001"]
+    assert reached == {d: 1 for d in [*first, *joined]}, reached
+    assert "gone-00001" not in reached and "gone-00002" not in reached
     assert (await stack.sim.get("/sim/stats")).json()["duplicates"] == 0
     _, failed = await failed_workflow_tasks(stack)
     assert failed == []
+
+
+async def _provision(stack: Stack, device_id: str, tags: list[str]) -> None:
+    stack.fleet.device_ids.add(device_id)
+    answer = await stack.api.post(
+        DEVICES, json={"id": device_id, "tags": tags, "address": stack.sim_url}
+    )
+    assert answer.status_code == 201, answer.text
+    stack.fleet.keys[device_id] = answer.json()["apiKey"]
+
+
+async def _untag_while_backed_up(stack: Stack) -> None:
+    """A slow device joins and takes the job's only slot (``maxConcurrency`` 1): the job reads
+    no joins until it answers. Meanwhile one device is tagged and untagged (never reached) and
+    another is tagged (reached once the slot frees: a join waits, it is not lost)."""
+    slow_s = 4.0
+    stack.fleet.behaviours["slow-00001"] = Behaviour(mode=Mode.ASYNC, delay_ms=int(slow_s * 1000))
+    await _provision(stack, "slow-00001", [])
+    await _provision(stack, "gone-00002", [])
+    await _provision(stack, "queued-00001", [])
+    await _tag(stack, "slow-00001", ["line-7"])
+
+    async def slow_reached() -> float:
+        deliveries = [d for d in stack.fleet.deliveries if d.device_id == "slow-00001"]
+        assert len(deliveries) == 1, deliveries
+        return deliveries[0].received_at
+
+    reached_at = await eventually(slow_reached, timeout=10)
+    await _tag(stack, "gone-00002", ["line-7"])
+    await _tag(stack, "queued-00001", ["line-7"])
+    await _tag(stack, "gone-00002", [])
+    # All of it happened while the slow device held the slot (it answers only after slow_s).
+    assert time.time() - reached_at < slow_s - 1, "the slow device answered too soon"
+
+
+def _date(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def test_a_continuous_job_cancelled_stops_reading_joins(stack: Stack) -> None:

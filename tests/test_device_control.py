@@ -4,6 +4,7 @@ Simulator devices, real HTTP and Temporal, no mocks."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from api import job_service, operation_control
 from api.errors import ApiError
 from api.operation_control import _rerun_request
 from core.temporal import job_workflow_id, operation_workflow_id
@@ -174,6 +176,18 @@ async def test_cancelling_an_operation_refuses_what_is_not_there(stack: Stack) -
     spec_error(await stack.api.delete(f"{JOBS}/{uuid.uuid4()}/operations/{operation}"), 404, 1004)
     spec_error(await stack.api.delete(f"{JOBS}/{first['id']}/operations/nope"), 404, 1004)
     spec_error(await stack.api.delete(f"{JOBS}/{first['id']}/operations/{'a' * 65}"), 400, 1001)
+    # The same for a retry: an operation of another job through this job's path, an operation
+    # id of no job at all (the job is found, the operation is not), no such job.
+    retry = spec_error(
+        await stack.api.post(f"{JOBS}/{second['id']}/operations/{operation}/retry"), 404, 1004
+    )
+    assert retry["context"] == [{"name": "operationId", "value": operation}]
+    spec_error(
+        await stack.api.post(f"{JOBS}/{first['id']}/operations/{uuid.uuid4()}/retry"), 404, 1004
+    )
+    spec_error(
+        await stack.api.post(f"{JOBS}/{uuid.uuid4()}/operations/{operation}/retry"), 404, 1004
+    )
     # A viewer reads; it does not cancel.
     async with stack.as_key(await viewer_key(stack)) as viewer:
         spec_error(await viewer.delete(path), 403, 1006)
@@ -331,6 +345,174 @@ async def test_retrying_an_operation_cancelled_by_timeout_replaces_its_late_wind
     await eventually(listed_once)
     _, failed = await failed_workflow_tasks(stack)
     assert failed == []
+
+
+async def test_two_retries_at_once_send_one_attempt_and_retries_are_capped(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap, lowered from 10 (the API runs in this process): the third retry is refused.
+    monkeypatch.setattr(operation_control, "MAX_MANUAL_RETRIES", 2)
+    [device] = [d["id"] for d in await stack.provision(1, prefix="twice-")]
+    [sleepy] = [d["id"] for d in await stack.provision(1, prefix="nap-", reachable=False)]
+    # Every attempt fails after a second; the sleepy device keeps the job open for the retries.
+    stack.fleet.behaviours[device] = Behaviour(result_code="ERROR_PROCESSING", delay_ms=1000)
+    job = await stack.create_job(
+        {"name": "REBOOT_EQUIPMENT", "target": {"append": {"entities": [device, sleepy]}}}
+    )
+    path = f"{JOBS}/{job['id']}/operations"
+
+    async def listed_failed(manual_retries: int | None) -> dict[str, Any]:
+        # One run listed (a retired one leaves visibility within a second or so), counted.
+        listed = [o for o in await stack.operations(job["id"]) if o["entityId"] == device]
+        assert len(listed) == 1, listed
+        operation = listed[0]
+        assert (operation["status"], operation.get("result")) == ("FINISHED", "ERROR_PROCESSING")
+        assert operation.get("manualRetries") == manual_retries, operation
+        summary = await summary_of(stack, job["id"])
+        assert summary["finished"]["error"] == 1 and summary["inProgress"]["total"] == 1, summary
+        assert summary["total"] == 2, summary
+        return operation
+
+    operation = await eventually(lambda: listed_failed(None))
+    retry = f"{path}/{operation['operationId']}/retry"
+    current = stack.client.get_workflow_handle(operation_workflow_id(operation["operationId"]))
+
+    async def closed(manual_retries: int) -> None:
+        # The current run, read from Temporal: no wait for visibility.
+        now = await job_service.operation_of(await current.describe())
+        assert (now.status, now.manual_retries) == (OperationStatus.FINISHED, manual_retries), now
+
+    async def answered(status: int, says: str) -> None:
+        # Until its job has counted the close, a retry is refused as still open (409): the
+        # operator tries again. Such a refusal sends nothing.
+        answer = await stack.api.post(retry)
+        assert (answer.status_code, says in answer.text) == (status, True), answer.text
+
+    # Two operators retry it at the same moment: one new attempt, the other a conflict.
+    answers = await asyncio.gather(stack.api.post(retry), stack.api.post(retry))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    conflict = spec_error(next(a for a in answers if a.status_code == 409), 409, 1009)
+    assert conflict["context"] == [{"name": "operationId", "value": operation["operationId"]}]
+    await eventually(lambda: closed(1))
+    # The second of the cap's two retries, then one past it.
+    await eventually(lambda: answered(200, operation["operationId"]))
+    await eventually(lambda: closed(2))
+    await eventually(lambda: answered(409, "retried 2 times, the most one operation is: rerun"))
+
+    # The device got the operation three times: its first attempt and the two retries.
+    sent = [d.operation_id for d in stack.fleet.deliveries if d.device_id == device]
+    assert sent == [operation["operationId"]] * 3, sent
+    await eventually(lambda: listed_failed(2))
+    [waiting] = [o for o in await stack.operations(job["id"]) if o["entityId"] == sleepy]
+    assert (await stack.api.delete(f"{path}/{waiting['operationId']}")).status_code == 200
+    done = (await stack.wait_finished(job["id"], timeout=30))["report"]["summary"]
+    assert (done["total"], done["finished"]["error"], done["finished"]["cancelled"]["byUser"]) == (
+        2,
+        1,
+        1,
+    ), done
+    assert done["total"] == done["inProgress"]["total"] + done["finished"]["total"]
+    _, failed_tasks = await failed_workflow_tasks(stack)
+    assert failed_tasks == []
+
+
+async def test_a_rerun_is_bounded_and_takes_a_running_job_or_a_rerun(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both caps lowered (the API runs in this process): a rerun lists at most 3 devices, and
+    # reads at most 4 operations (10,000 and 20,000 in production).
+    monkeypatch.setattr(operation_control, "MAX_RERUN_DEVICES", 3)
+    monkeypatch.setattr(operation_control, "MAX_RERUN_SCAN", 4)
+    failing = [d["id"] for d in await stack.provision(2, prefix="bad-")]
+    mute = [d["id"] for d in await stack.provision(5, prefix="mum-")]
+    [sleepy] = [d["id"] for d in await stack.provision(1, prefix="doze-", reachable=False)]
+    for device in failing:
+        stack.fleet.behaviours[device] = Behaviour(result_code="ERROR_PROCESSING")
+    for device in mute:  # never answers: cancelled by timeout after 1.5 s
+        stack.fleet.behaviours[device] = Behaviour(mode=Mode.SILENT)
+    job = await stack.create_job(
+        {
+            "name": "REBOOT_EQUIPMENT",
+            "target": {"append": {"entities": [*failing, *mute, sleepy]}},
+            "operationParameters": {"timeout": 1500},
+        }
+    )
+    rerun = f"{JOBS}/{job['id']}/rerun"
+
+    async def closed_but_one() -> None:
+        summary = await summary_of(stack, job["id"])
+        assert summary["status"] == "IN_PROGRESS", summary
+        assert summary["finished"]["error"] == 2, summary
+        assert summary["finished"]["cancelled"]["byTimeout"] == 5, summary
+        closed = [
+            o for o in await stack.operations(job["id"]) if o["status"] != "WAITING_FOR_CONNECTION"
+        ]
+        assert len(closed) == 7 and all(o["status"] in ("FINISHED", "CANCELLED") for o in closed)
+
+    await eventually(closed_but_one)
+
+    # Five operations match, more than a rerun may list.
+    error = spec_error(
+        await stack.api.post(rerun, json={"cancelReasons": ["byTimeout"]}), 400, 1001
+    )
+    assert "More than 3 operations" in error["message"], error
+    # No operation was cancelled by a user, but the search index has no cancel reasons: the
+    # rerun would read every cancelled operation to find out, past its bound of 4.
+    error = spec_error(await stack.api.post(rerun, json={"cancelReasons": ["byUser"]}), 400, 1001)
+    assert "reads at most 4" in error["message"], error
+    assert error["context"] == [{"name": "cancelReasons", "value": "byUser"}]
+    # A device's cancelling codes are in the index: nothing read, nothing matches.
+    error = spec_error(
+        await stack.api.post(rerun, json={"cancelReasons": ["byExternalTimeout"]}), 400, 1001
+    )
+    assert "nothing to rerun" in error["message"], error
+
+    await rerun_a_running_job_and_its_rerun(stack, job["id"], failing)
+
+    # The source job, cancelled, adds up: nothing of it moved.
+    assert (await stack.api.delete(f"{JOBS}/{job['id']}")).status_code == 200
+
+    async def cancelled() -> dict[str, Any]:
+        summary = await summary_of(stack, job["id"])
+        assert summary["status"] == "CANCELLED", summary
+        return summary
+
+    summary = await eventually(cancelled)
+    finished = summary["finished"]
+    assert (summary["total"], finished["error"], finished["cancelled"]["byTimeout"]) == (8, 2, 5)
+    assert finished["cancelled"]["byUser"] == 1 and summary["inProgress"]["total"] == 0, summary
+    assert summary["total"] == finished["total"]
+
+
+async def rerun_a_running_job_and_its_rerun(stack: Stack, job_id: str, failing: list[str]) -> None:
+    """A job still running is rerun on the operations closed so far; a rerun is rerun too, and
+    names the rerun it reruns."""
+    answer = await stack.api.post(f"{JOBS}/{job_id}/rerun", json={"results": ["ERROR_PROCESSING"]})
+    assert answer.status_code == 201, answer.text
+    first = answer.json()
+    assert first["request"]["rerunOf"] == job_id
+    assert first["request"]["target"] == {"append": {"entities": failing}}
+    assert (await summary_of(stack, job_id))["status"] == "IN_PROGRESS"
+    await stack.wait_finished(first["id"])
+
+    async def listed_errors() -> None:
+        errors = [
+            o for o in await stack.operations(first["id"]) if o["result"] == "ERROR_PROCESSING"
+        ]
+        assert len(errors) == 2, errors
+
+    await eventually(listed_errors)
+    for device in failing:  # fixed: the rerun of the rerun succeeds
+        stack.fleet.behaviours[device] = Behaviour()
+    answer = await stack.api.post(
+        f"{JOBS}/{first['id']}/rerun", json={"results": ["ERROR_PROCESSING"]}
+    )
+    assert answer.status_code == 201, answer.text
+    second = answer.json()
+    assert second["request"]["rerunOf"] == first["id"]
+    assert second["request"]["target"] == {"append": {"entities": failing}}
+    again = (await stack.wait_finished(second["id"]))["report"]["summary"]
+    assert (again["total"], again["finished"]["successful"]) == (2, 2), again
 
 
 async def test_rerun_takes_exactly_the_failed_devices(stack: Stack) -> None:
@@ -524,3 +706,35 @@ def test_a_rerun_keeps_per_device_parameters_and_a_deadline_to_come() -> None:
         ("b", {"type": "SOFTWARE"}),
         ("a", {"type": "HARDWARE"}),
     ]
+
+
+def test_a_rerun_narrows_in_the_index_what_results_tell_apart() -> None:
+    def query(**body: list[str]) -> str:
+        return operation_control._narrowed(RerunFilter.model_validate(body))
+
+    assert "(OperationResult IN ('ERROR_PROCESSING'))" in query(results=["ERROR_PROCESSING"])
+    external = query(cancelReasons=["byExternalTimeout"])
+    assert "OperationResult IN ('ERROR_TIMEOUT', 'TIMEOUT_CANCELLED')" in external
+    assert "OperationResult IN ('CANCELLED')" in query(cancelReasons=["byUser"])
+    # A late answer (byTimeout) carries any code, an operation of older code reads back as
+    # byEngine whatever its result: every cancelled operation is read.
+    for reasons in (["byTimeout"], ["byUser", "byEngine"]):
+        assert "OperationResult" not in query(cancelReasons=reasons), reasons
+    both = query(results=["ERROR_PROCESSING"], cancelReasons=["byUser"])
+    assert " OR " in both and both.count("OperationResult IN") == 2
+
+
+async def test_retries_of_one_operation_are_taken_one_at_a_time() -> None:
+    locks = operation_control._KeyedLocks()
+    order: list[str] = []
+
+    async def retry(key: str, name: str) -> None:
+        async with locks.one_at_a_time(key):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
+
+    await asyncio.gather(retry("op", "a"), retry("op", "b"), retry("other", "c"))
+    assert order.index("a out") < order.index("b in") or order.index("b out") < order.index("a in")
+    assert order.index("c in") < max(order.index("a out"), order.index("b out"))
+    assert locks._locks == {}  # nothing kept once no one holds them

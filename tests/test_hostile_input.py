@@ -824,6 +824,52 @@ async def test_a_catastrophic_pattern_neither_blocks_nor_hangs(hostile: Stack) -
     assert_refused(answer, elapsed, field="parameters.p")
 
 
+# --- the beyond-OpenGate rollout fields at the edges of their bounds run to the end ---
+# (Their refusals are in tests/test_validation.py, on the API alone.)
+
+EDGE_ROLLOUTS: dict[str, dict[str, Any]] = {
+    # The rate grows fivefold with each operation, up to its default ceiling of 100,000.
+    "fastest growth": {"rate": {"basePerMinute": 60, "incrementFactor": 5.0, "every": 1,
+                                "criterion": "succeeded"}},
+    "highest rate": {"rate": {"basePerMinute": 100_000, "incrementFactor": 5.0, "every": 1,
+                              "criterion": "notified", "maxPerMinute": 100_000}},
+    "constant rate": {"rate": {"basePerMinute": 60, "incrementFactor": 1.0, "every": 1_000_000,
+                               "criterion": "notified"}},
+    # Three devices: the count takes them all, the groups after it are empty and pass at once.
+    "empty groups": {"groups": [{"name": "all", "count": 3, "successThreshold": 100,
+                                 "errorThreshold": 0},
+                                {"name": "none", "percent": 50}, {"name": "rest", "percent": 100}],
+                     "rate": {"basePerMinute": 100_000, "incrementFactor": 5.0, "every": 1,
+                              "criterion": "succeeded"}},
+    "a single group": {"groups": [{"name": "only", "percent": 0.001, "successThreshold": 100}]},
+}  # fmt: skip
+
+
+async def test_rollouts_at_their_bounds_run_to_finished(hostile: Stack) -> None:
+    jobs = {
+        case: await hostile.create_job(
+            {"name": "REBOOT_EQUIPMENT", "target": {"append": {"tags": [KEPT_TAG]}}, "rollout": r}
+        )
+        for case, r in EDGE_ROLLOUTS.items()
+    }
+    for case, job in jobs.items():
+        done = await hostile.wait_finished(job["id"], timeout=CLOSES_WITHIN)
+        summary = done["report"]["summary"]
+        assert (summary["total"], summary["finished"]["successful"]) == (3, 3), (case, summary)
+        groups = done["report"].get("groups")
+        if groups is not None:
+            assert sum(g["total"] for g in groups) == 3, (case, groups)
+            assert all(g["status"] == "DONE" for g in groups), (case, groups)
+    groups = (await hostile.job(jobs["empty groups"]["id"]))["report"]["groups"]
+    assert [(g["name"], g["total"], g["successful"]) for g in groups] == [
+        ("all", 3, 3),
+        ("none", 0, 0),
+        ("rest", 0, 0),
+    ]
+    _, failed = await failed_workflow_tasks(hostile)
+    assert failed == []
+
+
 # --- after all of that (keep this test last) ---
 
 
