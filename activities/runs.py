@@ -13,12 +13,19 @@ from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+
+# The run to retire is no longer the operation's latest: another retry replaced it since the
+# operator read it (through another API process), and retiring it again would count it twice.
+RUN_REPLACED = "RunReplaced"
 
 
 class RetireRunInput(BaseModel):
     workflow_id: str
     run_id: str
+    # Refuse (RUN_REPLACED) when a later run of the workflow exists.
+    check_latest: bool = False
 
 
 class RunActivities:
@@ -27,6 +34,8 @@ class RunActivities:
         """End the run if it still runs (an operation closed by timeout stays open for a late
         answer), then delete it. A run already gone is fine: this may be a retry of the call."""
         client = activity.client()
+        if input.check_latest:
+            await _check_latest(input)
         handle = client.get_workflow_handle(input.workflow_id, run_id=input.run_id)
         try:
             description = await handle.describe()
@@ -47,3 +56,19 @@ class RunActivities:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
+
+
+async def _check_latest(input: RetireRunInput) -> None:
+    """The run is still the workflow's latest, or gone (this call, tried again, deleted it)."""
+    try:
+        latest = await activity.client().get_workflow_handle(input.workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return
+        raise
+    if latest.run_id != input.run_id:
+        raise ApplicationError(
+            f"run {input.run_id} of {input.workflow_id} was replaced by run {latest.run_id}",
+            type=RUN_REPLACED,
+            non_retryable=True,
+        )

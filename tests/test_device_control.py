@@ -16,8 +16,10 @@ from api import job_service, operation_control
 from api.errors import ApiError
 from api.operation_control import _rerun_request
 from core.temporal import job_workflow_id, operation_workflow_id
+from models.devices import Device
 from models.enums import CancelReason, OperationStatus, ResultCode
 from models.jobs import JobRequest
+from models.messages import JobChange, OperationRetry
 from models.operations import Operation
 from models.rerun import RerunFilter, cancel_reason
 from simulator.fleet import Behaviour, Mode
@@ -240,6 +242,11 @@ async def test_retrying_one_operation_sends_it_again_and_the_counters_follow(
         await stack.api.post(f"{JOBS}/{uuid.uuid4()}/operations/{uuid.uuid4()}/retry"), 404, 1004
     )
 
+    closed_run = (
+        await stack.client.get_workflow_handle(
+            operation_workflow_id(first["operationId"])
+        ).describe()
+    ).run_id
     answer = await stack.api.post(f"{path}/{first['operationId']}/retry")
     assert answer.status_code == 200, answer.text
     retried = answer.json()
@@ -259,6 +266,8 @@ async def test_retrying_one_operation_sends_it_again_and_the_counters_follow(
     again = operations[flaky]
     assert (again["status"], again["result"]) == ("FINISHED", "SUCCESSFUL")
     assert again["attempts"]["current"] == 2 and again["manualRetries"] == 1
+
+    await _a_stale_retry_moves_nothing(stack, job["id"], first["operationId"], flaky, closed_run)
     # The device got the same operation twice: its first attempt and the retry.
     sent = [d.operation_id for d in stack.fleet.deliveries if d.device_id == flaky]
     assert sent == [first["operationId"], first["operationId"]]
@@ -283,6 +292,26 @@ async def test_retrying_one_operation_sends_it_again_and_the_counters_follow(
     spec_error(await stack.api.post(f"{path}/{operations[broken]['operationId']}/retry"), 400, 1015)
     _, failed = await failed_workflow_tasks(stack)
     assert failed == []
+
+
+async def _a_stale_retry_moves_nothing(
+    stack: Stack, job_id: str, operation_id: str, device_id: str, closed_run: str
+) -> None:
+    """What another API process sends that read the closed run before the retry, once the new
+    attempt has closed too: the job refuses it (a later run replaced that one), nothing moves."""
+    stale = OperationRetry(
+        operation_id=operation_id,
+        device=Device(id=device_id, type="GATEWAY", address=stack.sim_url),
+        run_id=closed_run,
+        result=ResultCode.ERROR_PROCESSING,
+        attempts_before=1,
+    )
+    with pytest.raises(ApiError) as refused:
+        await job_service.change_job(stack.client, job_id, JobChange(retry=stale))
+    assert "retried since it was read" in refused.value.message
+    summary = await summary_of(stack, job_id)
+    assert (summary["finished"]["successful"], summary["finished"]["error"]) == (2, 1), summary
+    assert len([d for d in stack.fleet.deliveries if d.device_id == device_id]) == 2
 
 
 async def test_retrying_an_operation_cancelled_by_timeout_replaces_its_late_window(

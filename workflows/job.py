@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ReadTargetsInput,
         TargetPage,
     )
-    from activities.runs import RetireRunInput, RunActivities
+    from activities.runs import RUN_REPLACED, RetireRunInput, RunActivities
     from core.temporal import (
         ENTITY_ID,
         JOB_CHANGE,
@@ -122,6 +122,13 @@ GROUPS_FOLLOW_THE_FLEET = "groups-follow-the-fleet"
 RETRY_REJOINS_GROUP = "retry-rejoins-group"
 # Resuming a job a group paused releases the group that waits on it, as groups/next does.
 RESUME_RELEASES_GROUP = "resume-releases-group"
+# A retry retires the run it read first, refused if a later run replaced it (another retry),
+# and only then moves the counters; one retry of an operation at a time.
+RETRY_CHECKS_ITS_RUN = "retry-checks-its-run"
+# A continuous job reads no more joined devices than it may start at once.
+JOINS_AS_ROOM_ALLOWS = "joins-as-room-allows"
+# The failure type of a retry refused because the operation is open, or being retried.
+OPERATION_OPEN = "OperationOpen"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
 # External signals sent at once when the job pauses, resumes or stops its operations.
 SIGNAL_BATCH = 100
@@ -174,6 +181,8 @@ class JobWorkflow:
         self._revision = 0
         # Runs of operations an operator retried, which this run may still follow.
         self._retired_runs: set[str] = set()
+        # Operations whose retry is retiring their closed run (not yet counted open again).
+        self._retrying: set[str] = set()
         # The fan-out's timers by the moment they fire: started once, never cancelled.
         self._alarms: dict[datetime, asyncio.Task[None]] = {}
 
@@ -273,6 +282,30 @@ class JobWorkflow:
         """An operator sends a closed operation again: it leaves the bucket it closed in, its
         closed run is retired (so one execution stands for the operation), and a new run of the
         same workflow id makes the next attempt, outside the window and the pacing."""
+        operation_id = retry.operation_id
+        if not workflow.patched(RETRY_CHECKS_ITS_RUN):
+            self._reopen(retry)
+            await self._retire(retry, check_latest=False)
+        else:
+            # Another retry of this operation is on its way (its validator ran before this one
+            # took the operation back): refused, as the validator refuses an open operation.
+            if operation_id in self._retrying or operation_id in self._state.in_flight:
+                raise ApplicationError(
+                    f"operation {operation_id} is still open", type=OPERATION_OPEN
+                )
+            self._retrying.add(operation_id)
+            try:
+                await self._retire(retry, check_latest=True)
+                self._reopen(retry)
+            finally:
+                self._retrying.discard(operation_id)
+        start = asyncio.create_task(self._start_operation(operation_id, retry.device, retry))
+        self._starts.add(start)
+        start.add_done_callback(self._starts.discard)
+        await start
+
+    def _reopen(self, retry: OperationRetry) -> None:
+        """The retried operation leaves the bucket it closed in and counts as open again."""
         state = self._state
         operation_id = retry.operation_id
         closed_in = closed_bucket(retry.result, retry.cancel_reason)
@@ -292,17 +325,32 @@ class JobWorkflow:
         # A run this job still follows (one waiting for a late answer) is no longer counted.
         self._retired_runs.add(retry.run_id)
         self._children.pop(operation_id, None)
-        await workflow.execute_activity_method(
-            RunActivities.retire_run,
-            RetireRunInput(workflow_id=operation_workflow_id(operation_id), run_id=retry.run_id),
-            start_to_close_timeout=INVENTORY_TIMEOUT,
-            retry_policy=INVENTORY_RETRY,
-            summary=f"retire the closed run of operation {operation_id}",
+
+    async def _retire(self, retry: OperationRetry, check_latest: bool) -> None:
+        """Terminate (if waiting for a late answer) and delete the retried run. With
+        ``check_latest``, a run that a later run replaced since the operator read it (a retry
+        through another API process) is refused, before any counter moved."""
+        operation_id = retry.operation_id
+        retire = RetireRunInput(
+            workflow_id=operation_workflow_id(operation_id),
+            run_id=retry.run_id,
+            check_latest=check_latest,
         )
-        start = asyncio.create_task(self._start_operation(operation_id, retry.device, retry))
-        self._starts.add(start)
-        start.add_done_callback(self._starts.discard)
-        await start
+        try:
+            await workflow.execute_activity_method(
+                RunActivities.retire_run,
+                retire,
+                start_to_close_timeout=INVENTORY_TIMEOUT,
+                retry_policy=INVENTORY_RETRY,
+                summary=f"retire the closed run of operation {operation_id}",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == RUN_REPLACED:
+                raise ApplicationError(
+                    f"operation {operation_id} was retried since it was read", type=OPERATION_OPEN
+                ) from err
+            raise
 
     async def _set_active(self, active: bool) -> None:
         """Pause or resume the job on its own (a staged rollout's group), as a PUT would."""
@@ -364,8 +412,9 @@ class JobWorkflow:
         if change.retry is not None:
             if self._state.stopping is not None:  # past its deadline, or being cancelled
                 raise ApplicationError(TRANSITION_ERROR, type=JOB_STATE_TRANSITION)
-            if change.retry.operation_id in self._state.in_flight:
-                raise ValueError(f"operation {change.retry.operation_id} is still open")
+            operation_id = change.retry.operation_id
+            if operation_id in self._state.in_flight or operation_id in self._retrying:
+                raise ValueError(f"operation {operation_id} is still open")
 
     # --- the run ---
 
@@ -785,13 +834,14 @@ class JobWorkflow:
         join its total and are started like a page of targets."""
         state = self._state
         cursor = state.cursor
+        limit = self._input.fan_out.page_size
+        if workflow.patched(JOINS_AS_ROOM_ALLOWS):
+            # No more than start at once: a joined device never waits in a page (under pacing,
+            # for minutes), so one untagged before its start is not reached.
+            limit = max(1, min(limit, self._room()))
         page: JoinedPage = await workflow.execute_local_activity_method(
             InventoryActivities.read_joins,
-            ReadJoinsInput(
-                tags=self._selection.tags or [],
-                after=cursor.joins_after,
-                limit=self._input.fan_out.page_size,
-            ),
+            ReadJoinsInput(tags=self._selection.tags or [], after=cursor.joins_after, limit=limit),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
             summary="devices that joined the job's tags",
