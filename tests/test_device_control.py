@@ -126,8 +126,9 @@ async def test_cancelling_an_operation_waiting_to_retry_closes_it_by_user(stack:
 
     async def first_attempt_failed() -> dict[str, Any]:
         assert (await stack.sim.get("/sim/stats")).json()["requests"] == 1
-        [operation] = await stack.operations(job["id"])
-        return operation
+        listed = await stack.operations(job["id"])
+        assert len(listed) == 1, listed  # visibility lists it a moment after its start
+        return listed[0]
 
     operation = await eventually(first_attempt_failed)
     answer = await stack.api.delete(f"{JOBS}/{job['id']}/operations/{operation['operationId']}")

@@ -119,8 +119,9 @@ async def test_a_task_job_is_named_after_its_request_and_task(stack: Stack) -> N
 
     async def started() -> str:
         found = await stack.api.get("/north/v80/operation/jobs", params={"taskId": task_id})
-        [job] = found.json()["jobs"]
-        return str(job["id"])
+        jobs = found.json()["jobs"]
+        assert len(jobs) == 1, jobs  # visibility shows the triggered job in a moment
+        return str(jobs[0]["id"])
 
     job_id = await eventually(started, timeout=30)
     title = "REBOOT_EQUIPMENT on tag line-4 (task nightly reboot)"
