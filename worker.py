@@ -93,6 +93,7 @@ async def running_worker(
                 targets.read_targets,
                 targets.read_joins,
                 runs.retire_run,
+                runs.tell_operations,
                 callbacks.deliver,
             ],
             max_concurrent_activities=settings.worker_max_concurrent_activities,

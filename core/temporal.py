@@ -89,9 +89,11 @@ class OperationSignal:
     REPORT_BY_SIGNAL = "report_by_signal"
 
 
-# Updates: a job's PUT/DELETE, and a sleepy device's poll handing out an operation.
+# Updates: a job's PUT/DELETE, a sleepy device's poll handing out an operation, and a job's
+# order to its operations (models.messages.OperationOrder).
 JOB_CHANGE = "change"
 HAND_OUT = "hand_out"
+OPERATION_ORDER = "order"
 # The error type (and message) of a change a job's life cycle forbids: SPEC 3, code 1015.
 JOB_STATE_TRANSITION = "JobStateTransition"
 TRANSITION_ERROR = "Job state transition error"

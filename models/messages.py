@@ -273,6 +273,18 @@ class OperationStop(BaseModel):
     description: str
 
 
+class OperationOrder(BaseModel):
+    """What a job tells its operations by update (``OPERATION_ORDER``): hold them (a pause) or let
+    them go (a resume), stop them (a cancel, its deadline), or have them report their close by
+    signal (the job is about to continue-as-new). An update, not a signal: a signal that lands
+    while an operation's first workflow task runs its local push makes the server refuse that
+    task's completion, and the task runs again, pushing again, on any worker."""
+
+    hold: bool | None = None
+    stop: OperationStop | None = None
+    report_by_signal: bool = False
+
+
 class OperationLate(BaseModel):
     """Signal to the job: a timed-out operation got its final answer late."""
 

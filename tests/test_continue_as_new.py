@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from temporalio.api.enums.v1 import EventType
 
 from api.job_service import job_input, start_job
-from core.temporal import OperationSignal
+from core.temporal import OPERATION_ORDER
 from models.jobs import JobRequest
 from models.messages import FanOutSettings
 from simulator.fleet import Behaviour, Mode
@@ -48,19 +48,18 @@ async def test_closes_are_counted_once_across_runs_while_children_are_open(stack
     assert stats["requests"] == DEVICES
     assert stats["duplicates"] == 0
 
-    # It did continue-as-new, and handed open children over to the next run on the way.
+    # It did continue-as-new, and handed open children over to the next run on the way (an
+    # order by update each child took, models.messages.OperationOrder).
     runs = [e async for e in stack.client.list_workflows(f"WorkflowId = '{job_id}'")]
     assert len(runs) >= 3
     handed_over = 0
-    for run in runs:
-        history = await stack.client.get_workflow_handle(job_id, run_id=run.run_id).fetch_history()
-        handed_over += sum(
-            1
-            for event in history.events
-            if event.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
-            and event.signal_external_workflow_execution_initiated_event_attributes.signal_name
-            == OperationSignal.REPORT_BY_SIGNAL
-        )
+    async for operation in stack.client.list_workflows(f"JobId = '{job_id}'"):
+        handle = stack.client.get_workflow_handle(operation.id, run_id=operation.run_id)
+        history = await handle.fetch_history()
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                accepted = event.workflow_execution_update_accepted_event_attributes
+                handed_over += accepted.accepted_request.input.name == OPERATION_ORDER
     assert handed_over > 0
     seen, failed = await failed_workflow_tasks(stack)
     assert seen >= DEVICES + len(runs)

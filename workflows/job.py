@@ -45,7 +45,12 @@ with workflow.unsafe.imports_passed_through():
         ReadTargetsInput,
         TargetPage,
     )
-    from activities.runs import RUN_REPLACED, RetireRunInput, RunActivities
+    from activities.runs import (
+        RUN_REPLACED,
+        RetireRunInput,
+        RunActivities,
+        TellOperationsInput,
+    )
     from core.temporal import (
         ENTITY_ID,
         JOB_CHANGE,
@@ -76,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         OperationClosed,
         OperationInput,
         OperationLate,
+        OperationOrder,
         OperationProgress,
         OperationRetry,
         OperationStop,
@@ -127,6 +133,13 @@ RESUME_RELEASES_GROUP = "resume-releases-group"
 RETRY_CHECKS_ITS_RUN = "retry-checks-its-run"
 # A continuous job reads no more joined devices than it may start at once.
 JOINS_AS_ROOM_ALLOWS = "joins-as-room-allows"
+# Orders to operations (hold, stop, report by signal) go by update, sent by an activity, not by
+# signal (models.messages.OperationOrder says why).
+TELL_BY_UPDATE = "tell-by-update"
+# Operations one activity gives an order to; its heartbeat and its time.
+ORDER_BATCH = 500
+ORDER_HEARTBEAT = timedelta(seconds=10)
+ORDER_TIMEOUT = timedelta(minutes=5)
 # The failure type of a retry refused because the operation is open, or being retried.
 OPERATION_OPEN = "OperationOpen"
 INVENTORY_TIMEOUT = timedelta(seconds=60)
@@ -175,6 +188,12 @@ class JobWorkflow:
         self._follows_children = False
         # Whether this run applies today's rules of staged groups (set by run).
         self._groups_follow = False
+        # Whether this run gives its operations orders by update (set by run), and how many
+        # orders it gave (each order's updates get an id of their own).
+        self._tells_by_update = False
+        self._orders = 0
+        # The children this run told to report their close by signal (it continues-as-new).
+        self._handed_over: set[str] = set()
         self._signals_this_run = 0
         self._dirty = False
         # Bumped by every change, so waits re-read the request.
@@ -271,9 +290,8 @@ class JobWorkflow:
                     # Children whose start is still on its way are held too, once started.
                     await workflow.wait_condition(lambda: not self._starts)
                 # Hold the operations not sent yet; operations already sent run on.
-                await self._tell_operations(
-                    OperationSignal.HOLD, not change.request.active, _NOT_SENT
-                )
+                hold = OperationOrder(hold=not change.request.active)
+                await self._tell_operations(hold, _NOT_SENT)
         self._revision += 1
         self._dirty = True
         return self.job()
@@ -360,7 +378,7 @@ class JobWorkflow:
         if active:
             self._state.paused_reason = None
         self._set_status(JobStatus.IN_PROGRESS if active else JobStatus.PAUSED)
-        await self._tell_operations(OperationSignal.HOLD, not active, _NOT_SENT)
+        await self._tell_operations(OperationOrder(hold=not active), _NOT_SENT)
 
     def _group_pause(self) -> tuple[int, str] | None:
         if self._state.status != JobStatus.IN_PROGRESS or self._state.stopping is not None:
@@ -424,6 +442,7 @@ class JobWorkflow:
         # Runs of older code counted every close from the child's signal.
         self._follows_children = workflow.patched(CLOSES_BY_COMPLETION)
         self._groups_follow = workflow.patched(GROUPS_FOLLOW_THE_FLEET)
+        self._tells_by_update = workflow.patched(TELL_BY_UPDATE)
         publisher = asyncio.create_task(self._publish_while_running())
         deliverer = asyncio.create_task(self._deliver_callbacks())
         if state.execution.activated_date is None:
@@ -644,21 +663,47 @@ class JobWorkflow:
             if reason == CancelReason.BY_USER
             else "the job's deadline passed"
         )
-        await self._tell_operations(
-            OperationSignal.STOP, OperationStop(reason=reason, description=description)
-        )
+        stop = OperationStop(reason=reason, description=description)
+        await self._tell_operations(OperationOrder(stop=stop))
         state.stop_signalled = True
 
     async def _tell_operations(
-        self, signal: str, message: object, buckets: tuple[Bucket, ...] | None = None
+        self, order: OperationOrder, buckets: tuple[Bucket, ...] | None = None
     ) -> None:
-        """Signal the open operations (in the given buckets), a batch at a time."""
+        """Give the open operations (in the given buckets) an order."""
         ids = [
             op_id
             for op_id, bucket in self._state.in_flight.items()
             if buckets is None or bucket in buckets
         ]
+        if self._tells_by_update:
+            await self._order(ids, order)
+            return
+        signal, message = _as_signal(order)
         await _in_batches(ids, lambda op_id: self._tell(op_id, signal, message))
+
+    async def _order(self, ids: list[str], order: OperationOrder) -> list[str]:
+        """Give ``order`` to operations by update, ``ORDER_BATCH`` to an activity; the ids of
+        those that had closed before it reached them."""
+        self._orders += 1
+        update_id = f"{workflow.info().run_id}/{self._orders}"
+        what = _order_name(order)
+        told = await asyncio.gather(
+            *(
+                workflow.execute_activity_method(
+                    RunActivities.tell_operations,
+                    TellOperationsInput(
+                        operation_ids=ids[i : i + ORDER_BATCH], order=order, update_id=update_id
+                    ),
+                    start_to_close_timeout=ORDER_TIMEOUT,
+                    heartbeat_timeout=ORDER_HEARTBEAT,
+                    retry_policy=INVENTORY_RETRY,
+                    summary=f"{what} {len(ids[i : i + ORDER_BATCH])} operations",
+                )
+                for i in range(0, len(ids), ORDER_BATCH)
+            )
+        )
+        return [operation_id for result in told for operation_id in result.closed]
 
     async def _tell(self, operation_id: str, signal: str, *message: object) -> bool:
         """Signal one operation; False when it could not be told (it has closed meanwhile)."""
@@ -1068,7 +1113,14 @@ class JobWorkflow:
     async def _hand_over_children(self) -> None:
         """Before continuing-as-new: the next run cannot see the completions of this run's
         children, so each child still open is asked to report its close by signal."""
-        await _in_batches(list(self._children), self._hand_over)
+        if not self._tells_by_update:
+            await _in_batches(list(self._children), self._hand_over)
+            return
+        children = [op for op in self._children if op not in self._handed_over]
+        self._handed_over.update(children)
+        closed = await self._order(children, OperationOrder(report_by_signal=True))
+        # Those that completed before the order reached them: their completion reaches this run.
+        await workflow.wait_condition(lambda: not any(op in self._children for op in closed))
 
     async def _hand_over(self, operation_id: str) -> None:
         if not await self._tell(operation_id, OperationSignal.REPORT_BY_SIGNAL):
@@ -1076,9 +1128,17 @@ class JobWorkflow:
             await workflow.wait_condition(lambda: operation_id not in self._children)
 
     async def _continue_as_new(self) -> None:
-        # Every start must be acknowledged before this run ends, and every signal handled.
-        await workflow.wait_condition(lambda: not self._starts and workflow.all_handlers_finished())
-        await self._hand_over_children()
+        # Every start must be acknowledged before this run ends, and every handler finished: an
+        # update that the run's end cut short would answer its caller "already completed". A
+        # change that came during the hand-over (a pause's orders) is waited for too, and the
+        # children it started are handed over in their turn.
+        while True:
+            await workflow.wait_condition(
+                lambda: not self._starts and workflow.all_handlers_finished()
+            )
+            await self._hand_over_children()
+            if not self._tells_by_update or (not self._starts and workflow.all_handlers_finished()):
+                break
         if self._page and self._page_of_joins:
             # The rest of the joins are read again from the cursor by the next run.
             self._state.counts.add(Bucket.SCHEDULED, -len(self._page))
@@ -1138,6 +1198,21 @@ async def _in_batches(ids: list[str], tell: Callable[[str], Awaitable[object]]) 
     """``tell`` each operation, at most ``SIGNAL_BATCH`` at once."""
     for i in range(0, len(ids), SIGNAL_BATCH):
         await asyncio.gather(*(tell(op_id) for op_id in ids[i : i + SIGNAL_BATCH]))
+
+
+def _as_signal(order: OperationOrder) -> tuple[str, object]:
+    """The signal older runs sent for an order."""
+    if order.stop is not None:
+        return OperationSignal.STOP, order.stop
+    return OperationSignal.HOLD, order.hold
+
+
+def _order_name(order: OperationOrder) -> str:
+    if order.stop is not None:
+        return "stop"
+    if order.report_by_signal:
+        return "hand over"
+    return "hold" if order.hold else "release"
 
 
 def _cancelled_by_engine(operation_id: str) -> OperationClosed:

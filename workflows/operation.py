@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         HAND_OUT,
         LATE_ANSWERS_UNTIL_MEMO,
         OPERATION_MEMO,
+        OPERATION_ORDER,
         OPERATION_RESULT,
         OPERATION_STATUS,
         OPERATION_WORKFLOW,
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         OperationClosed,
         OperationInput,
         OperationLate,
+        OperationOrder,
         OperationProgress,
         OperationStop,
     )
@@ -175,6 +177,16 @@ class OperationWorkflow:
     @workflow.signal(name=OperationSignal.REPORT_BY_SIGNAL)
     def report_by_signal(self) -> None:
         self._report_by_signal = True
+
+    @workflow.update(name=OPERATION_ORDER)
+    def take_order(self, order: OperationOrder) -> None:
+        """The job's order (hold, stop, report by signal), as the signals of older job runs."""
+        if order.hold is not None:
+            self._held = order.hold
+        if order.stop is not None:
+            self.stop(order.stop)
+        if order.report_by_signal:
+            self._report_by_signal = True
 
     @workflow.update(name=HAND_OUT)
     def hand_out(self) -> DeviceRequest:
