@@ -459,7 +459,10 @@ class FlakyProxy:
             self._open -= {writer, upstream}
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count_requests: bool = False
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        count_requests: bool = False,
     ) -> None:
         try:
             while data := await reader.read(65536):
