@@ -82,13 +82,13 @@ class Plan:
     # and without them every valid-looking job and answer would stop at a 400.
     steer: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 20261123
-    positive_examples: int = 50
-    negative_examples: int = 50
+    positive_examples: int = 40
+    negative_examples: int = 40
     free_id_examples: int = 10
     auth_examples: int = 2
     # The coverage cases schemathesis derives from the schema (boundaries, missing and wrongly
     # typed fields, unexpected methods): at most this many per operation, spread over them all.
-    coverage_cases: int = 120
+    coverage_cases: int = 100
 
 
 @dataclass
