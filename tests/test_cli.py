@@ -422,7 +422,6 @@ class FlakyProxy:
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.down = False
         self.url = ""
-        self.connections = 0
         self.requests = 0
         self._open: set[asyncio.StreamWriter] = set()
 
@@ -443,7 +442,6 @@ class FlakyProxy:
         if self.down:
             writer.transport.abort()
             return
-        self.connections += 1
         try:
             upstream_reader, upstream = await asyncio.open_connection(*self.target)
         except OSError:
